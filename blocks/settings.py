@@ -1,0 +1,78 @@
+"""The one settings object: every knob of hf-ingest, read from the environment or `.env`.
+
+Secrets are `SecretStr` so they never render in logs, reprs or errors by accident.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the flow, the CLI and the HTTP trigger."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: SecretStr = SecretStr("sqlite:///.data/hf_ingest.db")
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
+
+    storage_url: str = ".data/objects"
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    public_base_url: str | None = None
+
+    webhook_secret: SecretStr | None = None
+    local_dataset_root: Path | None = None
+    hf_token: SecretStr | None = None
+
+    # Data path tuning: see README "Performance".
+    max_image_pixels: int = Field(default=89_478_485, gt=0)  # Pillow's own bomb threshold
+    batch_size: int = Field(default=256, gt=0, le=10_000)
+    max_in_flight_batches: int = Field(default=3, gt=0, le=64)
+    store_concurrency: int = Field(default=16, gt=0, le=256)
+    progress_interval_seconds: float = Field(default=2.0, ge=0)
+
+    @property
+    def uses_supabase(self) -> bool:
+        """Supabase's REST client is used only when both its URL and key are configured."""
+        return bool(self.supabase_url and self.supabase_service_role_key)
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret in clear text, so log and error scrubbing can remove them."""
+        values: list[str] = []
+        for secret in (
+            self.supabase_service_role_key,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.webhook_secret,
+            self.hf_token,
+        ):
+            if secret is not None and secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        password = _url_password(self.database_url.get_secret_value())
+        if password:
+            values.append(password)
+        return values
+
+
+def _url_password(url: str) -> str | None:
+    """The password inside a SQLAlchemy URL, if any."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests call `get_settings.cache_clear()` after changing the environment)."""
+    return Settings()

@@ -1,0 +1,176 @@
+"""hf-ingest: a HuggingFace image dataset → object storage, one `scenes` row per image, one `jobs` row per run.
+
+The story, top to bottom:
+  1. the job row is made sure of and marked running (hooks do it too; they are not guaranteed);
+  2. the dataset is opened as a stream (never downloaded whole);
+  3. rows go in batches to `validate_and_store`, a few batches in flight at once, so memory stays flat;
+  4. each finished batch is recorded as scenes, in order, by this flow's thread (one writer);
+  5. progress is mirrored into the job every few seconds, and the final counts at the end.
+Every task retries transient failures (network, 5xx, throttling) with exponential backoff and
+jitter, and fails fast on anything else. State hooks mirror the run's state into `jobs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run as current_flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
+
+from blocks.settings import get_settings
+from flows.job_state_hooks import ensure_job, mirror_job_state
+from flows.retries import TRANSIENT_RETRIES
+from hf_ingest import runtime
+from hf_ingest.backoff import call_with_backoff
+from hf_ingest.jobstore import JobStatus
+from hf_ingest.logs import StageLogger, install_secret_filter
+from hf_ingest.pipeline import IngestProgress, SceneSource, StoredBatch, store_validated, validate_rows
+from hf_ingest.source import DatasetRequest, DatasetStream, ImageRow, canonical_dataset, open_dataset
+
+# Batch tasks carry image bytes: never hash them for caching, never persist their results.
+BATCH_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False, **TRANSIENT_RETRIES}
+
+
+def _log() -> StageLogger:
+    return StageLogger(
+        get_run_logger(),
+        job_id=current_flow_run.parameters.get("job_id") or current_flow_run.id,
+        flow_run_id=current_flow_run.id,
+        secrets=get_settings().secret_values(),
+    )
+
+
+@task(name="start-job", **BATCH_TASK_OPTIONS)
+def start_job(job_id: uuid.UUID, params: dict[str, Any], flow_run_id: str) -> None:
+    """Create the job if needed and mark it running (idempotent: the on_running hook may have done it)."""
+    store = runtime.job_store()
+    ensure_job(store, job_id, params, flow_run_id)
+    store.advance(job_id, JobStatus.RUNNING)
+
+
+@task(name="open-dataset", **BATCH_TASK_OPTIONS)
+def open_source(request: DatasetRequest) -> DatasetStream:
+    """Resolve the dataset, its split and its image column; a missing dataset or column fails here, fast."""
+    token = get_settings().hf_token
+    stream = open_dataset(request, token.get_secret_value() if token else None)
+    _log().info(
+        "load",
+        "dataset opened",
+        dataset=request.dataset,
+        config=stream.config_name,
+        split=request.split,
+        image_column=stream.image_column,
+        metadata_columns=",".join(stream.scalar_columns) or "-",
+        limit=request.limit if request.limit is not None else "none",
+    )
+    return stream
+
+
+@task(name="validate-and-store", **BATCH_TASK_OPTIONS)
+def validate_and_store(rows: list[ImageRow], source: SceneSource) -> StoredBatch:
+    """Decode every image, skip and count the bad ones, write the good ones' original bytes."""
+    settings = get_settings()
+    validated = validate_rows(rows, settings.max_image_pixels)
+    started = time.perf_counter()
+    stored = store_validated(runtime.object_store(), validated, source)
+    _log().info(
+        "store",
+        "batch stored",
+        first_row=rows[0].row_index if rows else -1,
+        rows=stored.rows,
+        stored=stored.stored,
+        already_present=stored.already_present,
+        invalid=sum(stored.invalid.values()),
+        bytes=stored.bytes_stored,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return stored
+
+
+@task(name="record-scenes", **BATCH_TASK_OPTIONS)
+def record_scenes(batch: StoredBatch) -> int:
+    """Upsert the batch's scenes; rows that exist already (a re-run) are left as they are."""
+    return runtime.job_store().upsert_scenes(batch.scenes)
+
+
+@flow(
+    name="hf-ingest",
+    log_prints=True,
+    task_runner=ThreadPoolTaskRunner(max_workers=8),
+    on_running=[mirror_job_state],
+    on_completion=[mirror_job_state],
+    on_failure=[mirror_job_state],
+    on_crashed=[mirror_job_state],
+    on_cancellation=[mirror_job_state],
+)
+def hf_ingest(
+    dataset: str,
+    config: str | None = None,
+    split: str = "train",
+    image_column: str | None = None,
+    limit: int | None = None,
+    job_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """Import the image column of a HuggingFace dataset (Hub id or local folder in the Hub's formats)."""
+    settings = get_settings()
+    install_secret_filter(settings.secret_values())
+    run_id = str(current_flow_run.id)
+    job_id = job_id or uuid.UUID(run_id)
+    request = DatasetRequest(canonical_dataset(dataset), config, split, image_column, limit)
+    log = _log()
+
+    start_job(job_id, request.as_params(), run_id)
+    stream = open_source(request)
+    source = SceneSource(job_id, request.dataset, stream.config_name, split, settings.public_base_url)
+
+    progress = IngestProgress()
+    reporter = ProgressReporter(job_id, settings.progress_interval_seconds)
+    in_flight: deque[PrefectFuture[StoredBatch]] = deque()
+
+    def record_oldest() -> None:
+        batch = in_flight.popleft().result()
+        progress.add(batch, record_scenes(quote(batch)))
+        reporter.maybe_report(progress, log)
+
+    for rows in stream.batches(settings.batch_size):
+        in_flight.append(validate_and_store.submit(quote(rows), source))
+        if len(in_flight) >= settings.max_in_flight_batches:
+            record_oldest()
+    while in_flight:
+        record_oldest()
+
+    call_with_backoff(lambda: runtime.job_store().update_progress(job_id, progress.as_dict()))
+    log.info("record", "import finished", **progress.as_dict())
+    return {"job_id": str(job_id), **progress.as_dict()}
+
+
+class ProgressReporter:
+    """Mirrors the running counts into `jobs.progress`, at most once per interval (never per image)."""
+
+    def __init__(self, job_id: uuid.UUID, interval_seconds: float) -> None:
+        self.job_id = job_id
+        self.interval = interval_seconds
+        self.last = 0.0
+
+    def maybe_report(self, progress: IngestProgress, log: StageLogger) -> None:
+        if time.monotonic() - self.last < self.interval:
+            return
+        self.last = time.monotonic()
+        counts = progress.as_dict()
+        try:
+            runtime.job_store().update_progress(self.job_id, counts)
+        except Exception as exc:  # progress is advisory; the final counts are written again at the end
+            log.warning("record", "progress not written", error=type(exc).__name__)
+            return
+        log.info("record", "progress", **counts)
+
+
+logging.getLogger("hf_ingest").setLevel(logging.INFO)

@@ -1,0 +1,74 @@
+"""`hf-ingest`: run one import in-process and print the job (`hf-ingest run DATASET ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+
+from hf_ingest import runtime
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-ingest", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="import a dataset now, in this process")
+    run.add_argument("dataset", help="Hub id (owner/name) or a local folder in the Hub's formats")
+    run.add_argument("--config", default=None, help="dataset configuration (subset)")
+    run.add_argument("--split", default="train")
+    run.add_argument("--image-column", default=None, help="default: the first Image column")
+    run.add_argument("--limit", type=_positive, default=None, help="import at most this many rows")
+    show = commands.add_parser("show", help="print a job")
+    show.add_argument("job_id", type=uuid.UUID)
+    sample = commands.add_parser("make-sample", help="write the bundled sample dataset (Hub parquet layout)")
+    sample.add_argument("folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "make-sample":
+        from pathlib import Path
+
+        from hf_ingest.sample import write_sample_dataset
+
+        print(write_sample_dataset(Path(args.folder)))
+        return 0
+    if args.command == "show":
+        job = runtime.job_store().get_job(args.job_id)
+        if job is None:
+            print(f"no job {args.job_id}", file=sys.stderr)
+            return 1
+        print(json.dumps(job.as_dict(), indent=2))
+        return 0
+
+    from prefect.states import State
+
+    from flows.hf_ingest import hf_ingest
+
+    job_id = uuid.uuid4()
+    state: State = hf_ingest(
+        dataset=args.dataset,
+        config=args.config,
+        split=args.split,
+        image_column=args.image_column,
+        limit=args.limit,
+        job_id=job_id,
+        return_state=True,
+    )
+    job = runtime.job_store().get_job(job_id)
+    print(json.dumps(job.as_dict() if job else {"job_id": str(job_id), "state": state.type.value}, indent=2))
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""Writers for datasets in the Hub's own on-disk formats, for the sample, the tests and the benchmark.
+
+`write_parquet_dataset` lays files out as `push_to_hub` does (`data/<split>-0000i-of-0000n.parquet`,
+with the `datasets` features in the parquet schema metadata, image bytes embedded);
+`write_imagefolder` writes the `imagefolder` layout (`<split>/<label>/<file>` plus `metadata.csv`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image as PILImage
+
+
+def encode_image(
+    size: tuple[int, int] = (32, 24),
+    fmt: str = "JPEG",
+    mode: str = "RGB",
+    color: Any = (200, 40, 40),
+    **save_options: Any,
+) -> bytes:
+    """A small real image in `fmt`, with a gradient so every (size, color) encodes differently."""
+    image = PILImage.new(mode, size, color)
+    if mode in ("RGB", "RGBA", "CMYK", "L"):
+        width, height = size
+        for x in range(0, width, max(1, width // 8)):
+            image.putpixel((x, x * height // max(width, 1)), (0,) * len(mode) if mode != "L" else 0)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save_options)
+    return buffer.getvalue()
+
+
+def write_parquet_dataset(
+    folder: Path,
+    rows: Sequence[dict[str, Any]],
+    *,
+    split: str = "train",
+    image_column: str = "image",
+    shards: int = 1,
+    extra_features: dict[str, Any] | None = None,
+) -> Path:
+    """Write `rows` (image column as raw bytes or None) as the Hub's parquet layout; returns `folder`."""
+    from datasets import Dataset, Features, Image, Value
+
+    if not rows:
+        raise ValueError("a dataset needs at least one row")
+    features: dict[str, Any] = {}
+    for name, value in rows[0].items():
+        if name == image_column:
+            features[name] = Image()
+        elif extra_features and name in extra_features:
+            features[name] = extra_features[name]
+        else:
+            features[name] = Value(_value_type(value))
+    columns: dict[str, list[Any]] = {name: [] for name in features}
+    for row in rows:
+        for name in features:
+            value = row.get(name)
+            if name == image_column:
+                value = {"bytes": value, "path": None} if value is not None else None
+            columns[name].append(value)
+    dataset = Dataset.from_dict(columns, features=Features(features))
+    data_dir = folder / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for shard in range(shards):
+        part = dataset.shard(num_shards=shards, index=shard, contiguous=True)
+        part.to_parquet(str(data_dir / f"{split}-{shard:05d}-of-{shards:05d}.parquet"))
+    return folder
+
+
+def _value_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int64"
+    if isinstance(value, float):
+        return "float64"
+    return "string"
+
+
+def write_imagefolder(
+    folder: Path,
+    files: Iterable[tuple[str, bytes, dict[str, Any]]],
+    *,
+    split: str = "train",
+) -> Path:
+    """Write `(relative_name, bytes, metadata)` files as an `imagefolder` split with a `metadata.csv`."""
+    split_dir = folder / split
+    split_dir.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    for name, data, metadata in files:
+        target = split_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        records.append({"file_name": name, **metadata})
+    if records and len(records[0]) > 1:
+        with (split_dir / "metadata.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+    return folder

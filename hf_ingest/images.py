@@ -1,0 +1,90 @@
+"""Is this row a usable image? Decided by a full Pillow decode, guarded against bombs.
+
+`Image.verify()` does not notice a truncated JPEG; `load()` does. The pixel guard runs
+on the header's claimed size, before any pixel is decoded, so a bomb costs nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from enum import StrEnum
+
+from PIL import Image, UnidentifiedImageError
+
+# Our own guard (max_pixels) replaces Pillow's global one, so a configured limit is the only limit.
+Image.MAX_IMAGE_PIXELS = None
+
+_EXTENSIONS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "GIF": "gif",
+    "TIFF": "tif",
+    "BMP": "bmp",
+    "MPO": "jpg",
+}
+
+
+class InvalidReason(StrEnum):
+    """Why a row was skipped; the keys of `progress.invalid`."""
+
+    EMPTY = "empty"
+    NOT_AN_IMAGE = "not_an_image"
+    TOO_LARGE = "too_large"
+    CORRUPT = "corrupt"
+    MISSING_FILE = "missing_file"
+
+
+class InvalidImage(Exception):
+    """The row's bytes are not a usable image; `reason` is how it is counted."""
+
+    def __init__(self, reason: InvalidReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    width: int
+    height: int
+    format: str
+    content_type: str
+    extension: str
+
+
+def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
+    """Decode `data` fully and describe it, or raise `InvalidImage` saying why it is unusable."""
+    if not data:
+        raise InvalidImage(InvalidReason.EMPTY, "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width <= 0 or height <= 0:
+                    raise InvalidImage(InvalidReason.CORRUPT, f"bad dimensions {width}x{height}")
+                if width * height > max_pixels:
+                    raise InvalidImage(
+                        InvalidReason.TOO_LARGE,
+                        f"{width}x{height} = {width * height} pixels exceeds MAX_IMAGE_PIXELS={max_pixels}",
+                    )
+                image.load()
+                fmt = image.format or "UNKNOWN"
+    except InvalidImage:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidImage(InvalidReason.NOT_AN_IMAGE, "Pillow cannot identify the format") from None
+    except Image.DecompressionBombError as exc:
+        raise InvalidImage(InvalidReason.TOO_LARGE, str(exc)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise InvalidImage(InvalidReason.CORRUPT, f"{type(exc).__name__}: {exc}") from None
+    return ImageInfo(
+        width=width,
+        height=height,
+        format=fmt,
+        content_type=Image.MIME.get(fmt, "application/octet-stream"),
+        extension=_EXTENSIONS.get(fmt, fmt.lower()),
+    )

@@ -1,0 +1,54 @@
+"""The jobs store interface: everything the flow, hooks and trigger need from the database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from hf_ingest.jobstore.model import Job, JobStatus, Scene
+
+
+class JobNotFound(LookupError):
+    """No job with that id."""
+
+
+class JobStore(Protocol):
+    """Implemented over SQLAlchemy (SQLite, PostgreSQL) and over Supabase's REST API."""
+
+    def create_job(
+        self,
+        job_id: uuid.UUID,
+        params: dict[str, Any],
+        *,
+        flow_run_id: str | None = None,
+    ) -> Job:
+        """Insert a `queued` job; if the id exists already, return the existing row unchanged."""
+        ...
+
+    def get_job(self, job_id: uuid.UUID) -> Job | None: ...
+
+    def advance(
+        self,
+        job_id: uuid.UUID,
+        status: JobStatus,
+        *,
+        error: str | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> bool:
+        """Move the job forward to `status`; False (and no change) if that would move it backwards."""
+        ...
+
+    def set_flow_run_id(self, job_id: uuid.UUID, flow_run_id: str) -> None: ...
+
+    def update_progress(self, job_id: uuid.UUID, progress: dict[str, Any]) -> None: ...
+
+    def list_jobs(self, statuses: Sequence[JobStatus]) -> list[Job]:
+        """Jobs in any of `statuses`, oldest first."""
+        ...
+
+    def upsert_scenes(self, scenes: Sequence[Scene]) -> int:
+        """Insert scenes, ignoring rows whose (dataset, config, split, row_index) exists; returns how many were new."""
+        ...
+
+    def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int: ...

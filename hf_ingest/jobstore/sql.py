@@ -1,0 +1,231 @@
+"""The jobs store on SQLAlchemy: SQLite by default, PostgreSQL (including Supabase's Postgres) in production."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from hf_ingest.jobstore.model import JOB_KIND, Job, JobStatus, Scene, predecessors, utcnow
+
+metadata = sa.MetaData()
+_json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+_ts = sa.DateTime(timezone=True)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False, server_default=JOB_KIND),
+    sa.Column("status", sa.Text, nullable=False, server_default=JobStatus.QUEUED.value),
+    sa.Column("params", _json, nullable=False),
+    sa.Column("flow_run_id", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("progress", _json, nullable=False),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("started_at", _ts),
+    sa.Column("finished_at", _ts),
+    sa.CheckConstraint(
+        "status in ('queued','running','completed','failed','cancelled')", name="jobs_status_check"
+    ),
+)
+sa.Index("jobs_status_idx", jobs.c.status)
+
+scenes = sa.Table(
+    "scenes",
+    metadata,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("job_id", sa.Uuid, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("dataset", sa.Text, nullable=False),
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("split", sa.Text, nullable=False),
+    sa.Column("row_index", sa.BigInteger, nullable=False),
+    sa.Column("object_key", sa.Text, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("content_type", sa.Text, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.Integer, nullable=False),
+    sa.Column("metadata", _json, nullable=False),
+    sa.Column("created_at", _ts, nullable=False),
+    sa.UniqueConstraint("dataset", "config", "split", "row_index", name="scenes_source_row_key"),
+)
+sa.Index("scenes_job_id_idx", scenes.c.job_id)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets WAL and a busy timeout so the flow and the trigger can share it."""
+    parsed = sa.engine.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            from pathlib import Path
+
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+class SqlJobStore:
+    """`JobStore` over a SQLAlchemy engine; creates its tables if they are missing."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine, checkfirst=True)
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlJobStore:
+        return cls(make_engine(url))
+
+    def create_job(
+        self, job_id: uuid.UUID, params: dict[str, Any], *, flow_run_id: str | None = None
+    ) -> Job:
+        now = utcnow()
+        statement = (
+            self._insert(jobs)
+            .values(
+                id=job_id,
+                kind=JOB_KIND,
+                status=JobStatus.QUEUED.value,
+                params=params,
+                flow_run_id=flow_run_id,
+                progress={},
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement)
+        job = self.get_job(job_id)
+        assert job is not None
+        return job
+
+    def get_job(self, job_id: uuid.UUID) -> Job | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return _job(row) if row else None
+
+    def advance(
+        self,
+        job_id: uuid.UUID,
+        status: JobStatus,
+        *,
+        error: str | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> bool:
+        now = utcnow()
+        values: dict[str, Any] = {"status": status.value, "updated_at": now}
+        if status is JobStatus.RUNNING:
+            values["started_at"] = now
+        if status.is_terminal:
+            values["finished_at"] = now
+        if error is not None:
+            values["error"] = error
+        if progress is not None:
+            values["progress"] = progress
+        statement = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in predecessors(status)]))
+            .values(**values)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount == 1
+
+    def set_flow_run_id(self, job_id: uuid.UUID, flow_run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(flow_run_id=flow_run_id, updated_at=utcnow())
+            )
+
+    def update_progress(self, job_id: uuid.UUID, progress: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                jobs.update().where(jobs.c.id == job_id).values(progress=progress, updated_at=utcnow())
+            )
+
+    def list_jobs(self, statuses: Sequence[JobStatus]) -> list[Job]:
+        query = (
+            sa.select(jobs)
+            .where(jobs.c.status.in_([s.value for s in statuses]))
+            .order_by(jobs.c.created_at)
+        )
+        with self.engine.connect() as conn:
+            return [_job(row) for row in conn.execute(query).mappings()]
+
+    def upsert_scenes(self, rows: Sequence[Scene]) -> int:
+        if not rows:
+            return 0
+        now = utcnow()
+        values = [
+            {
+                "id": s.id,
+                "job_id": s.job_id,
+                "dataset": s.dataset,
+                "config": s.config,
+                "split": s.split,
+                "row_index": s.row_index,
+                "object_key": s.object_key,
+                "url": s.url,
+                "sha256": s.sha256,
+                "content_type": s.content_type,
+                "width": s.width,
+                "height": s.height,
+                "bytes": s.bytes,
+                "metadata": s.metadata,
+                "created_at": now,
+            }
+            for s in rows
+        ]
+        statement = (
+            self._insert(scenes)
+            .on_conflict_do_nothing(index_elements=["dataset", "config", "split", "row_index"])
+            .returning(scenes.c.id)
+        )
+        with self.engine.begin() as conn:
+            return len(conn.execute(statement, values).all())
+
+    def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(scenes)
+        if job_id is not None:
+            query = query.where(scenes.c.job_id == job_id)
+        if dataset is not None:
+            query = query.where(scenes.c.dataset == dataset)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def _job(row: sa.RowMapping) -> Job:
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        status=JobStatus(row["status"]),
+        params=row["params"] or {},
+        flow_run_id=row["flow_run_id"],
+        error=row["error"],
+        progress=row["progress"] or {},
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )

@@ -1,0 +1,210 @@
+"""The jobs store over Supabase's REST gateway (PostgREST), for apps that only hold a service role key.
+
+Same semantics as the SQL store: forward-only status through a filtered PATCH,
+idempotent scene inserts through `Prefer: resolution=ignore-duplicates`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+from postgrest.exceptions import APIError
+from supabase import Client, ClientOptions, create_client
+
+from hf_ingest.jobstore.model import JOB_KIND, Job, JobStatus, Scene, predecessors, utcnow
+from hf_ingest.transient import PermanentIngestError
+
+T = TypeVar("T")
+
+# PostgREST codes for "the database is unreachable or busy": worth a retry.
+_TRANSIENT_POSTGREST_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003"})
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40001", "40P01")
+
+
+class SupabaseUnavailable(ConnectionError):
+    """Supabase answered with a retryable error (gateway 5xx/429, database connection trouble)."""
+
+
+class SupabaseRequestError(PermanentIngestError):
+    """Supabase refused the request in a way retrying will not fix (bad key, schema mismatch, ...)."""
+
+
+def _call(request: Callable[[], T]) -> T:
+    """Run one PostgREST request, mapping its failures onto transient vs permanent errors."""
+    try:
+        return request()
+    except APIError as exc:
+        code = str(exc.code or "")
+        text = f"Supabase request failed ({code or 'no code'}): {exc.message or 'no message'}"
+        if code in _TRANSIENT_POSTGREST_CODES or code.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
+            raise SupabaseUnavailable(text) from None
+        if code.isdigit() and (code in {"408", "425", "429"} or code.startswith("5")):
+            raise SupabaseUnavailable(text) from None
+        if code in {"401", "403", "PGRST301", "PGRST302"}:
+            text += " (check SUPABASE_SERVICE_ROLE_KEY)"
+        raise SupabaseRequestError(text) from None
+    except httpx.TransportError as exc:
+        raise SupabaseUnavailable(f"Supabase unreachable: {type(exc).__name__}") from None
+
+
+class SupabaseJobStore:
+    """`JobStore` over the Supabase client; needs the tables of `supabase/migrations/`."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    @classmethod
+    def from_credentials(cls, url: str, service_role_key: str, timeout: float = 30.0) -> SupabaseJobStore:
+        options = ClientOptions(postgrest_client_timeout=timeout, auto_refresh_token=False, persist_session=False)
+        return cls(create_client(url, service_role_key, options))
+
+    def create_job(
+        self, job_id: uuid.UUID, params: dict[str, Any], *, flow_run_id: str | None = None
+    ) -> Job:
+        now = utcnow().isoformat()
+        row = {
+            "id": str(job_id),
+            "kind": JOB_KIND,
+            "status": JobStatus.QUEUED.value,
+            "params": params,
+            "flow_run_id": flow_run_id,
+            "progress": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        _call(
+            lambda: self.client.table("jobs")
+            .upsert(row, on_conflict="id", ignore_duplicates=True, returning="minimal")
+            .execute()
+        )
+        job = self.get_job(job_id)
+        if job is None:
+            raise SupabaseRequestError(f"job {job_id} was not readable right after it was created")
+        return job
+
+    def get_job(self, job_id: uuid.UUID) -> Job | None:
+        response = _call(
+            lambda: self.client.table("jobs").select("*").eq("id", str(job_id)).limit(1).execute()
+        )
+        return _job(response.data[0]) if response.data else None
+
+    def advance(
+        self,
+        job_id: uuid.UUID,
+        status: JobStatus,
+        *,
+        error: str | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> bool:
+        now = utcnow().isoformat()
+        values: dict[str, Any] = {"status": status.value, "updated_at": now}
+        if status is JobStatus.RUNNING:
+            values["started_at"] = now
+        if status.is_terminal:
+            values["finished_at"] = now
+        if error is not None:
+            values["error"] = error
+        if progress is not None:
+            values["progress"] = progress
+        allowed = sorted(s.value for s in predecessors(status))
+        response = _call(
+            lambda: self.client.table("jobs")
+            .update(values)
+            .eq("id", str(job_id))
+            .in_("status", allowed)
+            .execute()
+        )
+        return len(response.data) == 1
+
+    def set_flow_run_id(self, job_id: uuid.UUID, flow_run_id: str) -> None:
+        _call(
+            lambda: self.client.table("jobs")
+            .update({"flow_run_id": flow_run_id, "updated_at": utcnow().isoformat()}, returning="minimal")
+            .eq("id", str(job_id))
+            .execute()
+        )
+
+    def update_progress(self, job_id: uuid.UUID, progress: dict[str, Any]) -> None:
+        _call(
+            lambda: self.client.table("jobs")
+            .update({"progress": progress, "updated_at": utcnow().isoformat()}, returning="minimal")
+            .eq("id", str(job_id))
+            .execute()
+        )
+
+    def list_jobs(self, statuses: Sequence[JobStatus]) -> list[Job]:
+        response = _call(
+            lambda: self.client.table("jobs")
+            .select("*")
+            .in_("status", [s.value for s in statuses])
+            .order("created_at")
+            .execute()
+        )
+        return [_job(row) for row in response.data]
+
+    def upsert_scenes(self, rows: Sequence[Scene]) -> int:
+        if not rows:
+            return 0
+        now = utcnow().isoformat()
+        payload = [
+            {
+                "id": str(s.id),
+                "job_id": str(s.job_id),
+                "dataset": s.dataset,
+                "config": s.config,
+                "split": s.split,
+                "row_index": s.row_index,
+                "object_key": s.object_key,
+                "url": s.url,
+                "sha256": s.sha256,
+                "content_type": s.content_type,
+                "width": s.width,
+                "height": s.height,
+                "bytes": s.bytes,
+                "metadata": s.metadata,
+                "created_at": now,
+            }
+            for s in rows
+        ]
+        response = _call(
+            lambda: self.client.table("scenes")
+            .upsert(payload, on_conflict="dataset,config,split,row_index", ignore_duplicates=True)
+            .select("id")
+            .execute()
+        )
+        return len(response.data)
+
+    def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int:
+        def request() -> Any:
+            query = self.client.table("scenes").select("id", count="exact", head=True)  # type: ignore[arg-type]
+            if job_id is not None:
+                query = query.eq("job_id", str(job_id))
+            if dataset is not None:
+                query = query.eq("dataset", dataset)
+            return query.execute()
+
+        return int(_call(request).count or 0)
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _job(row: dict[str, Any]) -> Job:
+    return Job(
+        id=uuid.UUID(row["id"]),
+        kind=row.get("kind") or JOB_KIND,
+        status=JobStatus(row["status"]),
+        params=row.get("params") or {},
+        flow_run_id=row.get("flow_run_id"),
+        error=row.get("error"),
+        progress=row.get("progress") or {},
+        created_at=_parse_ts(row["created_at"]) or utcnow(),
+        updated_at=_parse_ts(row.get("updated_at")) or utcnow(),
+        started_at=_parse_ts(row.get("started_at")),
+        finished_at=_parse_ts(row.get("finished_at")),
+    )

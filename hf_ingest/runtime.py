@@ -1,0 +1,37 @@
+"""Process-wide handles built from the settings: one jobs store and one object store per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from blocks.settings import get_settings
+from hf_ingest.jobstore import JobStore, open_job_store
+from hf_ingest.storage import ObjectStore
+
+
+@lru_cache
+def job_store() -> JobStore:
+    return open_job_store(get_settings())
+
+
+@lru_cache
+def object_store() -> ObjectStore:
+    settings = get_settings()
+    return ObjectStore(
+        settings.storage_url,
+        endpoint_url=settings.s3_endpoint_url,
+        access_key_id=_plain(settings.aws_access_key_id),
+        secret_access_key=_plain(settings.aws_secret_access_key),
+        concurrency=settings.store_concurrency,
+    )
+
+
+def _plain(secret: object) -> str | None:
+    return secret.get_secret_value() if secret is not None else None  # type: ignore[attr-defined]
+
+
+def reset() -> None:
+    """Forget cached settings and stores (after the environment changed: tests, the CLI's options)."""
+    get_settings.cache_clear()
+    job_store.cache_clear()
+    object_store.cache_clear()

@@ -1,0 +1,146 @@
+"""Object storage through fsspec: a local folder by default, `s3://bucket/prefix` (R2, S3) through s3fs.
+
+Objects are content-addressed (`images/ab/<sha256>.<ext>`), so writing the same image
+twice is a no-op and a retry or re-run never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.asyn import AsyncFileSystem, sync
+
+# Each layer retries a little; Prefect's task retries (with backoff and jitter) own the rest,
+# which keeps a store that never recovers bounded in time.
+S3_CLIENT_CONFIG: dict[str, Any] = {
+    "retries": {"max_attempts": 2, "mode": "standard"},
+    "connect_timeout": 5,
+    "read_timeout": 30,
+}
+
+
+def object_key(sha256: str, extension: str) -> str:
+    """The deterministic, content-addressed key of an image."""
+    return f"images/{sha256[:2]}/{sha256}.{extension}"
+
+
+class PutOutcome(StrEnum):
+    STORED = "stored"
+    ALREADY_PRESENT = "already_present"
+
+
+@dataclass(frozen=True)
+class PutRequest:
+    key: str
+    data: bytes
+    content_type: str
+
+
+class ObjectStore:
+    """Writes images under one root; `put_many` is idempotent and safe to retry."""
+
+    def __init__(
+        self,
+        storage_url: str,
+        *,
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        concurrency: int = 16,
+    ) -> None:
+        self.storage_url = storage_url
+        self.concurrency = concurrency
+        protocol, _, rest = storage_url.partition("://")
+        if not rest:  # a plain folder
+            protocol, rest = "file", storage_url
+        self.protocol = protocol
+        if protocol == "file":
+            self.root = str(Path(rest).expanduser().resolve())
+            self.fs: fsspec.AbstractFileSystem = fsspec.filesystem("file")
+        elif protocol in ("s3", "s3a"):
+            self.root = rest.strip("/")
+            if not self.root:
+                raise ValueError("STORAGE_URL must name a bucket: s3://bucket[/prefix]")
+            self.fs = fsspec.filesystem(
+                "s3",
+                endpoint_url=endpoint_url,
+                key=access_key_id,
+                secret=secret_access_key,
+                retries=2,
+                skip_instance_cache=True,
+                config_kwargs={**S3_CLIENT_CONFIG, "max_pool_connections": max(concurrency, 10)},
+            )
+        else:
+            raise ValueError(f"unsupported STORAGE_URL scheme {protocol!r}: use a folder or s3://bucket/prefix")
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def url(self, key: str, public_base_url: str | None) -> str:
+        """Where a reader finds the object: the public base URL if configured, else the storage URL."""
+        if public_base_url:
+            return f"{public_base_url.rstrip('/')}/{key}"
+        if self.protocol == "file":
+            return Path(self.path(key)).as_uri()
+        return f"{self.protocol}://{self.path(key)}"
+
+    def put_many(self, requests: Sequence[PutRequest]) -> dict[str, PutOutcome]:
+        """Write every object that is not there yet. Raises the first error after trying all of them."""
+        if isinstance(self.fs, AsyncFileSystem):
+            return sync(self.fs.loop, self._put_many_async, requests)
+        return {r.key: self._put_local(r) for r in requests}
+
+    def _put_local(self, request: PutRequest) -> PutOutcome:
+        target = Path(self.path(request.key))
+        if target.exists() and target.stat().st_size == len(request.data):
+            return PutOutcome.ALREADY_PRESENT
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        temporary.write_bytes(request.data)
+        os.replace(temporary, target)  # atomic: readers never see a partial object
+        return PutOutcome.STORED
+
+    async def _put_many_async(self, requests: Sequence[PutRequest]) -> dict[str, PutOutcome]:
+        assert isinstance(self.fs, AsyncFileSystem)
+        fs = self.fs
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def put_one(request: PutRequest) -> PutOutcome:
+            path = self.path(request.key)
+            async with limit:
+                bucket, key, _ = fs.split_path(path)  # type: ignore[attr-defined]
+                try:  # one HEAD; fs._info would add a LIST on every miss
+                    head = await fs._call_s3("head_object", Bucket=bucket, Key=key)  # type: ignore[attr-defined]
+                    if int(head.get("ContentLength", -1)) == len(request.data):
+                        return PutOutcome.ALREADY_PRESENT
+                except FileNotFoundError:
+                    pass
+                await fs._pipe_file(path, request.data, ContentType=request.content_type)
+                return PutOutcome.STORED
+
+        outcomes = await asyncio.gather(*(put_one(r) for r in requests), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return {r.key: o for r, o in zip(requests, outcomes, strict=True)}  # type: ignore[misc]
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self.path(key)))
+
+    def read(self, key: str) -> bytes:
+        return bytes(self.fs.cat_file(self.path(key)))
+
+    def count_objects(self) -> int:
+        """How many objects are stored (tests and the demo summary use it)."""
+        base = self.path("images")
+        if not self.fs.exists(base):
+            return 0
+        return sum(1 for p in self.fs.find(base) if not Path(p).name.startswith("."))

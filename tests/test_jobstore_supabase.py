@@ -1,0 +1,147 @@
+"""The Supabase (REST) jobs store, checked at the HTTP layer: what it sends and how it reads failures.
+
+No Supabase gateway can run here, so PostgREST's side is played by respx; the SQL the
+migration creates is tested on real PostgreSQL in test_jobstore_sql.py.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import respx
+
+from hf_ingest.jobstore import JobStatus, Scene
+from hf_ingest.jobstore.supabase import SupabaseJobStore, SupabaseRequestError, SupabaseUnavailable
+from hf_ingest.transient import is_transient
+
+URL = "https://project-ref.supabase.co"
+KEY = "service-role-key-0123456789abcdef"
+REST = f"{URL}/rest/v1"
+
+
+def _job_row(job_id: uuid.UUID, status: str = "queued") -> dict:
+    return {
+        "id": str(job_id),
+        "kind": "huggingface_import",
+        "status": status,
+        "params": {"dataset": "a/b"},
+        "flow_run_id": None,
+        "error": None,
+        "progress": {},
+        "created_at": "2026-11-28T10:00:00+00:00",
+        "updated_at": "2026-11-28T10:00:00+00:00",
+        "started_at": None,
+        "finished_at": None,
+    }
+
+
+@pytest.fixture
+def api() -> Iterator[respx.MockRouter]:
+    with respx.mock(base_url=REST, assert_all_called=False) as router:
+        yield router
+
+
+@pytest.fixture
+def store() -> SupabaseJobStore:
+    return SupabaseJobStore.from_credentials(URL, KEY)
+
+
+def _prefer(request: httpx.Request) -> set[str]:
+    return {p.strip() for p in request.headers.get("prefer", "").split(",") if p.strip()}
+
+
+def test_create_job_upserts_ignoring_duplicates_then_reads_it(api: respx.MockRouter, store: SupabaseJobStore) -> None:
+    job_id = uuid.uuid4()
+    insert = api.post("/jobs").mock(return_value=httpx.Response(201))
+    read = api.get("/jobs").mock(return_value=httpx.Response(200, json=[_job_row(job_id)]))
+    job = store.create_job(job_id, {"dataset": "a/b"})
+    assert job.id == job_id and job.status is JobStatus.QUEUED
+    sent = insert.calls.last.request
+    assert sent.url.params["on_conflict"] == "id"
+    assert {"resolution=ignore-duplicates", "return=minimal"} <= _prefer(sent)
+    assert json.loads(sent.content)["status"] == "queued"
+    assert sent.headers["apikey"] == KEY and sent.headers["authorization"] == f"Bearer {KEY}"
+    assert read.calls.last.request.url.params["id"] == f"eq.{job_id}"
+
+
+def test_advance_filters_on_allowed_predecessors(api: respx.MockRouter, store: SupabaseJobStore) -> None:
+    job_id = uuid.uuid4()
+    route = api.patch("/jobs").mock(return_value=httpx.Response(200, json=[_job_row(job_id, "completed")]))
+    assert store.advance(job_id, JobStatus.COMPLETED, progress={"stored": 3})
+    sent = route.calls.last.request
+    assert sent.url.params["id"] == f"eq.{job_id}"
+    assert sent.url.params["status"] == "in.(queued,running)"
+    body = json.loads(sent.content)
+    assert body["status"] == "completed" and body["finished_at"] and body["progress"] == {"stored": 3}
+    assert "return=representation" in _prefer(sent)
+
+    route.mock(return_value=httpx.Response(200, json=[]))  # the filter matched nothing: already terminal
+    assert not store.advance(job_id, JobStatus.RUNNING)
+    assert route.calls.last.request.url.params["status"] == "in.(queued)"
+
+
+def test_scene_upsert_ignores_conflicts_and_counts_new_rows(api: respx.MockRouter, store: SupabaseJobStore) -> None:
+    job_id = uuid.uuid4()
+    scenes = [
+        Scene(job_id, "a/b", "default", "train", i, f"images/{i}.jpg", f"https://cdn/{i}.jpg", "0" * 64,
+              "image/jpeg", 2, 2, 10, {"caption": "x"})
+        for i in range(3)
+    ]
+    route = api.post("/scenes").mock(return_value=httpx.Response(201, json=[{"id": str(uuid.uuid4())}]))
+    assert store.upsert_scenes(scenes) == 1
+    sent = route.calls.last.request
+    assert sent.url.params["on_conflict"] == "dataset,config,split,row_index"
+    assert {"resolution=ignore-duplicates", "return=representation"} <= _prefer(sent)
+    assert sent.url.params["select"] == "id"
+    rows = json.loads(sent.content)
+    assert [r["row_index"] for r in rows] == [0, 1, 2] and rows[0]["metadata"] == {"caption": "x"}
+
+
+def test_count_scenes_asks_for_an_exact_count(api: respx.MockRouter, store: SupabaseJobStore) -> None:
+    job_id = uuid.uuid4()
+    route = api.head("/scenes").mock(return_value=httpx.Response(200, headers={"content-range": "*/42"}))
+    assert store.count_scenes(job_id=job_id) == 42
+    sent = route.calls.last.request
+    assert "count=exact" in _prefer(sent) and sent.url.params["job_id"] == f"eq.{job_id}"
+
+
+@pytest.mark.parametrize(
+    ("response", "transient"),
+    [
+        (httpx.Response(503, text="<html>upstream unavailable</html>"), True),
+        (httpx.Response(429, text="slow down"), True),
+        (httpx.Response(503, json={"code": "PGRST001", "message": "Database client error"}), True),
+        (httpx.Response(401, json={"code": "PGRST301", "message": "JWT invalid"}), False),
+        (httpx.Response(400, json={"code": "42703", "message": "column jobs.nope does not exist"}), False),
+    ],
+)
+def test_errors_are_mapped_to_transient_or_permanent(
+    api: respx.MockRouter, store: SupabaseJobStore, response: httpx.Response, transient: bool
+) -> None:
+    api.patch("/jobs").mock(return_value=response)
+    with pytest.raises((SupabaseUnavailable, SupabaseRequestError)) as raised:
+        store.update_progress(uuid.uuid4(), {"rows_seen": 1})
+    assert is_transient(raised.value) is transient
+    assert KEY not in str(raised.value)
+
+
+def test_connection_failure_is_transient(api: respx.MockRouter, store: SupabaseJobStore) -> None:
+    api.get("/jobs").mock(side_effect=httpx.ConnectError("connection refused"))
+    with pytest.raises(SupabaseUnavailable) as raised:
+        store.get_job(uuid.uuid4())
+    assert is_transient(raised.value)
+
+
+def test_settings_choose_supabase_only_when_url_and_key_are_both_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from blocks.settings import Settings
+    from hf_ingest.jobstore import open_job_store
+    from hf_ingest.jobstore.sql import SqlJobStore
+
+    monkeypatch.setenv("SUPABASE_URL", URL)
+    assert isinstance(open_job_store(Settings()), SqlJobStore)
+    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", KEY)
+    assert isinstance(open_job_store(Settings()), SupabaseJobStore)

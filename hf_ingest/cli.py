@@ -8,7 +8,9 @@ import sys
 import uuid
 from collections.abc import Sequence
 
+from blocks.settings import get_settings
 from hf_ingest import runtime
+from hf_ingest.jobstore import Job
 
 
 def _positive(text: str) -> int:
@@ -67,7 +69,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     job = runtime.job_store().get_job(job_id)
     print(json.dumps(job.as_dict() if job else {"job_id": str(job_id), "state": state.type.value}, indent=2))
+    if job is not None:
+        print(describe_outcome(job), file=sys.stderr)
     return 0 if state.is_completed() else 1
+
+
+def describe_outcome(job: Job) -> str:
+    """A few lines for people: the status, the counts, and where the images and rows went."""
+    from sqlalchemy.engine import make_url
+
+    settings = get_settings()
+    progress = job.progress
+    lines = [f"job {job.id}: {job.status.value}" + (f" ({job.error})" if job.error else "")]
+    if progress:
+        invalid = ", ".join(f"{k}={v}" for k, v in progress.get("invalid", {}).items()) or "none"
+        lines.append(
+            f"  rows seen {progress.get('rows_seen', 0)}; images stored {progress.get('stored', 0)}, "
+            f"already present {progress.get('already_present', 0)}; skipped as invalid: {invalid}"
+        )
+    lines.append(f"  images: {runtime.object_store().url('images/', None)}")
+    if settings.uses_supabase:
+        where = f"Supabase {settings.supabase_url}"
+    else:
+        where = make_url(settings.database_url.get_secret_value()).render_as_string(hide_password=True)
+    scenes = runtime.job_store().count_scenes(job_id=job.id)
+    lines.append(f"  rows: {scenes} scenes of this job in {where} (tables jobs, scenes)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

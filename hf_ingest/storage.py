@@ -18,6 +18,8 @@ from typing import Any
 import fsspec
 from fsspec.asyn import AsyncFileSystem, sync
 
+from hf_ingest.transient import PermanentIngestError, is_transient
+
 # Each layer retries a little; Prefect's task retries (with backoff and jitter) own the rest,
 # which keeps a store that never recovers bounded in time.
 S3_CLIENT_CONFIG: dict[str, Any] = {
@@ -25,6 +27,7 @@ S3_CLIENT_CONFIG: dict[str, Any] = {
     "connect_timeout": 5,
     "read_timeout": 30,
 }
+S3FS_RETRIES = 2  # s3fs's own loop (SlowDown, timeouts); it does not retry a 500 InternalError
 
 
 def object_key(sha256: str, extension: str) -> str:
@@ -74,10 +77,10 @@ class ObjectStore:
                 endpoint_url=endpoint_url,
                 key=access_key_id,
                 secret=secret_access_key,
-                retries=2,
                 skip_instance_cache=True,
                 config_kwargs={**S3_CLIENT_CONFIG, "max_pool_connections": max(concurrency, 10)},
             )
+            self.fs.retries = S3FS_RETRIES  # type: ignore[attr-defined]
         else:
             raise ValueError(f"unsupported STORAGE_URL scheme {protocol!r}: use a folder or s3://bucket/prefix")
 
@@ -93,10 +96,21 @@ class ObjectStore:
         return f"{self.protocol}://{self.path(key)}"
 
     def put_many(self, requests: Sequence[PutRequest]) -> dict[str, PutOutcome]:
-        """Write every object that is not there yet. Raises the first error after trying all of them."""
-        if isinstance(self.fs, AsyncFileSystem):
-            return sync(self.fs.loop, self._put_many_async, requests)
-        return {r.key: self._put_local(r) for r in requests}
+        """Write every object that is not there yet. Raises the first error after trying all of them.
+
+        Transient errors propagate as they are (the task's retry policy knows them); anything else
+        becomes a `PermanentIngestError` that names the store, so the job says where it could not write.
+        """
+        try:
+            if isinstance(self.fs, AsyncFileSystem):
+                return sync(self.fs.loop, self._put_many_async, requests)
+            return {r.key: self._put_local(r) for r in requests}
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            raise PermanentIngestError(
+                f"cannot write to {self.storage_url}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _put_local(self, request: PutRequest) -> PutOutcome:
         target = Path(self.path(request.key))

@@ -86,3 +86,66 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if skipped:
         print(f"\nHF_INGEST_FORBID_SKIPS: {skipped} test(s) were skipped; failing the run.")
         session.exitstatus = 1
+
+
+S3_KEY_ID = "hf-ingest-test-key-id"
+S3_SECRET = "hf-ingest-test-secret-value"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3-compatible HTTP server (moto in server mode) on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.s3_fixtures import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str) -> Iterator[tuple[str, "object"]]:
+    """A fresh bucket; yields its name and a boto3 client that talks to moto directly (no proxy)."""
+    import uuid as _uuid
+
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id=S3_KEY_ID,
+        aws_secret_access_key=S3_SECRET,
+        region_name="us-east-1",
+    )
+    name = f"bucket-{_uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    yield name, client
+
+
+@pytest.fixture
+def fault_proxy(moto_endpoint: str) -> Iterator["object"]:
+    from tests.s3_fixtures import FaultProxy
+
+    proxy = FaultProxy(int(moto_endpoint.rsplit(":", 1)[1])).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_bucket: tuple[str, object], fault_proxy: "object", monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point STORAGE_URL at the bucket, through the fault proxy; returns the bucket name."""
+    bucket, _ = s3_bucket
+    monkeypatch.setenv("STORAGE_URL", f"s3://{bucket}/r2-prefix")
+    monkeypatch.setenv("S3_ENDPOINT_URL", fault_proxy.url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    runtime.reset()
+    return bucket

@@ -1,0 +1,54 @@
+"""`hf-ingest` as a user types it: a subprocess on the bundled sample dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hf_ingest.sample import sample_rows
+
+
+def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hf_ingest.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_make_sample_then_run_prints_the_completed_job(isolated_settings: Path, prefect_api: str) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    made = _cli(["make-sample", "sample"], env, isolated_settings)
+    assert made.returncode == 0, made.stderr
+    assert (isolated_settings / "sample" / "data" / "train-00000-of-00001.parquet").exists()
+
+    run = _cli(["run", "sample"], env, isolated_settings)
+    assert run.returncode == 0, run.stderr[-3000:]
+    job = json.loads(run.stdout)
+    valid = sum(1 for r in sample_rows() if r["scene"] != "broken")
+    assert job["status"] == "completed"
+    assert job["progress"]["stored"] == valid
+    assert job["progress"]["invalid"] == {"corrupt": 1, "empty": 1, "not_an_image": 1}
+    assert f"rows: {valid} scenes of this job" in run.stderr
+    assert "images: file://" in run.stderr
+
+    shown = _cli(["show", job["id"]], env, isolated_settings)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["id"] == job["id"]
+
+
+def test_bad_arguments_are_refused_before_any_run(isolated_settings: Path) -> None:
+    run = _cli(["run", "sample", "--limit", "-3"], dict(os.environ), isolated_settings)
+    assert run.returncode == 2 and "must be >= 0" in run.stderr
+
+
+def test_a_failed_import_exits_non_zero_with_the_reason(isolated_settings: Path, prefect_api: str) -> None:
+    from hf_ingest.hub_formats import write_parquet_dataset
+
+    write_parquet_dataset(isolated_settings / "text-only", [{"text": "hello"}])
+    run = _cli(["run", "text-only"], {**os.environ, "PREFECT_API_URL": prefect_api}, isolated_settings)
+    assert run.returncode == 1
+    assert json.loads(run.stdout)["status"] == "failed"
+    assert "has no image column" in run.stderr

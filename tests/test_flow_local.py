@@ -1,0 +1,197 @@
+"""The hf-ingest flow end to end on the embedded defaults: real Prefect server, SQLite, local folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from prefect.client.schemas.objects import FlowRun
+from prefect.states import Cancelled, Cancelling, Completed, Crashed, Failed, Running
+
+from flows.hf_ingest import hf_ingest
+from flows.job_state_hooks import mirror_state
+from hf_ingest import runtime
+from hf_ingest.hub_formats import write_imagefolder, write_parquet_dataset
+from hf_ingest.jobstore import JobStatus
+from hf_ingest.storage import object_key
+from tests.image_cases import cases, expected_invalid, valid_cases
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def _parquet_dataset(root: Path) -> Path:
+    rows = [
+        {"image": c.data, "name": c.name, "index": i, "weight": i / 2, "keep": c.invalid_reason is None}
+        for i, c in enumerate(cases())
+    ]
+    return write_parquet_dataset(root / "messy-parquet", rows, shards=2)
+
+
+def _imagefolder_dataset(root: Path) -> Path:
+    files = [(f"{c.name}/{c.name}.{c.extension}", c.data, {"name": c.name}) for c in cases()]
+    return write_imagefolder(root / "messy-imagefolder", files)
+
+
+def _scene_rows(job_id: uuid.UUID) -> list[dict]:
+    store = runtime.job_store()
+    with store.engine.connect() as conn:  # type: ignore[attr-defined]
+        result = conn.execute(sa.text("select * from scenes where job_id = :j order by row_index"), {"j": job_id.hex})
+        return [dict(r._mapping) for r in result]
+
+
+def _assert_exactly_valid_images_stored(job_id: uuid.UUID, objects_root: Path) -> None:
+    store = runtime.object_store()
+    scenes = _scene_rows(job_id)
+    assert len(scenes) == len(valid_cases())
+    expected = {hashlib.sha256(c.data).hexdigest(): c for c in valid_cases()}
+    assert {s["sha256"] for s in scenes} == set(expected)
+    for scene in scenes:
+        case = expected[scene["sha256"]]
+        assert scene["object_key"] == object_key(scene["sha256"], case.extension)
+        assert store.read(scene["object_key"]) == case.data  # byte for byte, never re-encoded
+        assert scene["bytes"] == len(case.data)
+        assert scene["content_type"].startswith("image/")
+        assert scene["url"] == (objects_root / scene["object_key"]).resolve().as_uri()
+    assert store.count_objects() == len(valid_cases())
+
+
+@pytest.mark.parametrize("layout", ["parquet", "imagefolder"])
+def test_import_stores_exactly_the_valid_images_and_counts_the_rest(
+    layout: str, isolated_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_SIZE", "4")  # several batches, several in flight
+    runtime.reset()
+    dataset = _parquet_dataset(isolated_settings) if layout == "parquet" else _imagefolder_dataset(isolated_settings)
+    job_id = uuid.uuid4()
+
+    result = hf_ingest(dataset=str(dataset), job_id=job_id)
+
+    job = runtime.job_store().get_job(job_id)
+    assert job is not None and job.status is JobStatus.COMPLETED, job
+    assert job.started_at and job.finished_at and job.started_at <= job.finished_at
+    assert job.error is None
+    assert job.progress["rows_seen"] == len(cases())
+    assert job.progress["invalid"] == expected_invalid()
+    assert job.progress["stored"] == len(valid_cases())
+    assert job.progress["scenes_recorded"] == len(valid_cases())
+    assert job.progress["bytes_stored"] == sum(len(c.data) for c in valid_cases())
+    assert result["stored"] == len(valid_cases())
+    _assert_exactly_valid_images_stored(job_id, isolated_settings / "objects")
+    if layout == "parquet":
+        first = _scene_rows(job_id)[0]
+        assert json.loads(first["metadata"]) == {"name": "jpeg", "index": 0, "weight": 0.0, "keep": True}
+        assert first["dataset"] == str(dataset.resolve()) and first["config"] == "default"
+
+
+def test_running_the_same_import_again_adds_nothing(isolated_settings: Path) -> None:
+    dataset = _parquet_dataset(isolated_settings)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    hf_ingest(dataset=str(dataset), job_id=first)
+    objects = runtime.object_store().count_objects()
+    hf_ingest(dataset=str(dataset), job_id=second)
+
+    job = runtime.job_store().get_job(second)
+    assert job and job.status is JobStatus.COMPLETED
+    assert job.progress["stored"] == 0 and job.progress["already_present"] == len(valid_cases())
+    assert job.progress["scenes_recorded"] == 0
+    assert runtime.object_store().count_objects() == objects
+    assert runtime.job_store().count_scenes() == len(valid_cases())
+
+
+def test_limit_and_explicit_image_column(isolated_settings: Path) -> None:
+    dataset = _parquet_dataset(isolated_settings)
+    job_id = uuid.uuid4()
+    hf_ingest(dataset=str(dataset), image_column="image", limit=3, job_id=job_id)
+    job = runtime.job_store().get_job(job_id)
+    assert job and job.status is JobStatus.COMPLETED and job.progress["rows_seen"] == 3
+    assert job.params["limit"] == 3
+
+
+def test_dataset_without_an_image_column_fails_with_a_readable_error(isolated_settings: Path) -> None:
+    dataset = write_parquet_dataset(isolated_settings / "no-images", [{"text": "a", "n": 1}, {"text": "b", "n": 2}])
+    job_id = uuid.uuid4()
+    state = hf_ingest(dataset=str(dataset), job_id=job_id, return_state=True)
+    assert state.is_failed()
+    job = runtime.job_store().get_job(job_id)
+    assert job and job.status is JobStatus.FAILED and job.finished_at
+    assert "has no image column" in (job.error or "") and "columns: text, n" in (job.error or "")
+    assert runtime.job_store().count_scenes() == 0
+
+
+def test_unknown_image_column_and_missing_dataset_fail_fast(isolated_settings: Path) -> None:
+    dataset = _parquet_dataset(isolated_settings)
+    job_id = uuid.uuid4()
+    state = hf_ingest(dataset=str(dataset), image_column="photo", job_id=job_id, return_state=True)
+    assert state.is_failed()
+    job = runtime.job_store().get_job(job_id)
+    assert job and "image column 'photo' is not in" in (job.error or "")
+
+    missing = uuid.uuid4()
+    state = hf_ingest(dataset=str(isolated_settings / "nowhere"), job_id=missing, return_state=True)
+    job = runtime.job_store().get_job(missing)
+    assert job and job.status is JobStatus.FAILED and "Couldn't find" in (job.error or "")
+
+
+def test_a_run_without_job_id_creates_its_own_job(isolated_settings: Path) -> None:
+    dataset = _parquet_dataset(isolated_settings)
+    state = hf_ingest(dataset=str(dataset), limit=2, return_state=True)
+    result = state.result()
+    job = runtime.job_store().get_job(uuid.UUID(result["job_id"]))
+    assert job and job.status is JobStatus.COMPLETED
+    assert job.flow_run_id == result["job_id"]  # the run's own id is the job's id
+    assert job.params["dataset"] == str(dataset.resolve())
+
+
+class Boom(BaseException):
+    """Not an Exception: Prefect treats it as the flow run process dying (Crashed)."""
+
+
+def test_a_crashed_run_ends_failed_with_crashed_in_the_error(
+    isolated_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.hf_ingest as module
+
+    def crash(*_: object, **__: object) -> None:
+        raise Boom("worker vanished")
+
+    monkeypatch.setattr(module, "open_dataset", crash)
+    job_id = uuid.uuid4()
+    with pytest.raises(Boom):
+        hf_ingest(dataset=str(_parquet_dataset(isolated_settings)), job_id=job_id)
+    job = runtime.job_store().get_job(job_id)
+    assert job and job.status is JobStatus.FAILED and job.finished_at
+    assert (job.error or "").startswith("crashed:")
+
+
+@pytest.mark.parametrize(
+    ("states", "expected", "error"),
+    [
+        ([Running(), Completed()], JobStatus.COMPLETED, None),
+        ([Running(), Failed(message="Flow run encountered an exception: OSError: store down")], JobStatus.FAILED,
+         "Flow run encountered an exception: OSError: store down"),
+        ([Running(), Crashed(message="Execution was interrupted by a SIGKILL")], JobStatus.FAILED,
+         "crashed: Execution was interrupted by a SIGKILL"),
+        ([Running(), Cancelling(message="cancelled by user")], JobStatus.CANCELLED, "cancelled by user"),
+        ([Cancelled()], JobStatus.CANCELLED, "cancelled"),
+        ([Running(), Completed(), Failed(message="late")], JobStatus.COMPLETED, None),
+        ([Running(), Cancelling(), Cancelled(), Running()], JobStatus.CANCELLED, "cancelled"),
+    ],
+    ids=["completed", "failed", "crashed", "cancelling", "cancelled-from-queued", "terminal-sticks", "no-revival"],
+)
+def test_hook_mirrors_prefect_states_forward_only(states: list, expected: JobStatus, error: str | None) -> None:
+    store = runtime.job_store()
+    job_id = uuid.uuid4()
+    store.create_job(job_id, {"dataset": "a/b"})
+    flow_run = FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name="x", parameters={"dataset": "a/b", "job_id": str(job_id)})
+    for state in states:
+        mirror_state(store, flow_run, state)
+    job = store.get_job(job_id)
+    assert job and job.status is expected and job.error == error
+    assert job.flow_run_id == str(flow_run.id)
+    assert job.finished_at is not None
+    if any(s.is_running() for s in states):
+        assert job.started_at is not None and job.started_at <= job.finished_at

@@ -30,3 +30,10 @@ test: install
 
 clean:
 	rm -rf .data
+
+.PHONY: up down
+up: install
+	$(BIN)/python -m deployments.stack up
+
+down:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m deployments.stack down; fi

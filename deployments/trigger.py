@@ -85,13 +85,14 @@ def _params(request: ImportRequest, settings: Settings) -> dict[str, Any]:
     return {**request.model_dump(), "dataset": dataset}
 
 
-async def _start(store: JobStore, job: Job, settings: Settings) -> JSONResponse:
-    """Start (or find, on a repeat) the job's flow run; a Prefect outage fails the job and answers 503."""
+async def _start(store: JobStore, job: Job, params: dict[str, Any], settings: Settings) -> JSONResponse:
+    """Start (or find, on a repeat) the job's flow run with the validated `params`; a Prefect outage
+    fails the job and answers 503."""
     log = StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-", secrets=settings.secret_values())
     if job.status is not JobStatus.QUEUED and job.flow_run_id:
         return _accepted(job)
     try:
-        flow_run_id = await flow_runs.start_flow_run(job.id, job.params)
+        flow_run_id = await flow_runs.start_flow_run(job.id, params)
     except flow_runs.PrefectUnavailable as exc:
         reason = redact(f"could not start the flow run: {exc}", settings.secret_values())
         await run_in_threadpool(call_with_backoff, lambda: store.advance(job.id, JobStatus.FAILED, error=reason))
@@ -144,7 +145,7 @@ async def process_huggingface(
     job = await run_in_threadpool(call_with_backoff, lambda: store.create_job(job_id, params))
     if job.params != params:
         raise HTTPException(status.HTTP_409_CONFLICT, "Idempotency-Key was already used for a different request")
-    return await _start(store, job, settings)
+    return await _start(store, job, params, settings)
 
 
 async def _start_webhook_job(hook: SupabaseWebhook, store: JobStore, settings: Settings) -> JSONResponse:
@@ -156,7 +157,7 @@ async def _start_webhook_job(hook: SupabaseWebhook, store: JobStore, settings: S
         raise _unprocessable(f"jobs record is not a huggingface_import job: {exc}"[:1000]) from None
     params = _params(record.params, settings)
     job = await run_in_threadpool(call_with_backoff, lambda: store.create_job(record.id, params))
-    return await _start(store, job, settings)
+    return await _start(store, job, params, settings)
 
 
 @app.get("/jobs/{job_id}", response_model=JobOut, responses={**_ERRORS, 404: {"model": Problem}}, dependencies=[Authorized])

@@ -1,0 +1,351 @@
+"""End to end: POST /process-huggingface → a flow run on a real Prefect server and worker → jobs and scenes.
+
+The stack is the one `make up` starts (deployments/stack.py), on free ports, with its state,
+database and objects in a temporary folder; it is stopped with `down` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from hf_ingest.hub_formats import encode_image, write_parquet_dataset
+from hf_ingest.jobstore.sql import SqlJobStore
+from hf_ingest.sample import sample_rows, write_sample_dataset
+from tests.s3_fixtures import free_port
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+SECRET = "e2e-webhook-secret-0123456789"
+VALID_SAMPLE_IMAGES = sum(1 for r in sample_rows() if r["scene"] != "broken")
+
+
+@dataclass
+class LiveStack:
+    trigger: str
+    api_url: str
+    env: dict[str, str]
+    store: SqlJobStore
+    datasets: Path
+    state: Path
+
+    def client(self, token: str | None = SECRET, scheme: str = "Bearer") -> httpx.Client:
+        headers = {"Authorization": f"{scheme} {token}"} if token is not None else {}
+        return httpx.Client(base_url=self.trigger, headers=headers, timeout=30)
+
+    def job_count(self) -> int:
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(sa.text("select count(*) from jobs")).scalar_one())
+
+    def wait_for(self, job_id: str, statuses: set[str], timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.client() as client:
+            while True:
+                job = client.get(f"/jobs/{job_id}").json()
+                if job["status"] in statuses:
+                    return job
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+                time.sleep(0.2)
+
+
+def _stack_command(env: dict[str, str], action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.stack", action], cwd=CHECKOUT, env=env, capture_output=True, text=True,
+        timeout=400,
+    )
+
+
+@pytest.fixture(scope="session")
+def live_stack() -> Iterator[LiveStack]:
+    state = Path(tempfile.mkdtemp(prefix="hf-ingest-e2e-", dir="/tmp"))
+    datasets = state / "datasets"
+    write_sample_dataset(datasets / "sample")
+    write_parquet_dataset(datasets / "no-images", [{"text": "a", "n": 1}, {"text": "b", "n": 2}])
+    rows = [{"image": encode_image((24, 16), "JPEG", color=(i % 256, (i // 256) % 256, 7)), "i": i} for i in range(6000)]
+    write_parquet_dataset(datasets / "large", rows)
+    database_url = f"sqlite:///{state / 'hf_ingest.db'}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "HF_INGEST_STATE_DIR": str(state),
+        "PREFECT_PORT": str(free_port()),
+        "TRIGGER_PORT": str(free_port()),
+        "WEBHOOK_SECRET": SECRET,
+        "DATABASE_URL": database_url,
+        "STORAGE_URL": str(state / "objects"),
+        "LOCAL_DATASET_ROOT": str(datasets),
+        "BATCH_SIZE": "64",
+        "MAX_IN_FLIGHT_BATCHES": "2",
+    }
+    up = _stack_command(env, "up")
+    if up.returncode != 0:
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (state / "logs").glob("*.log"))
+        _stack_command(env, "down")
+        pytest.fail(f"stack did not come up: {up.stdout}\n{up.stderr}\n{logs}")
+    stack = LiveStack(
+        trigger=f"http://127.0.0.1:{env['TRIGGER_PORT']}",
+        api_url=f"http://127.0.0.1:{env['PREFECT_PORT']}/api",
+        env=env,
+        store=SqlJobStore.from_url(database_url),
+        datasets=datasets,
+        state=state,
+    )
+    try:
+        yield stack
+    finally:
+        down = _stack_command(env, "down")
+        assert down.returncode == 0, down.stderr
+        for name in ("server", "worker", "trigger"):
+            assert not (state / "run" / f"{name}.pid").exists()
+
+
+@pytest.fixture(autouse=True)
+def _stack_env(live_stack: LiveStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", live_stack.env["DATABASE_URL"])
+
+
+def _seconds(later: str, earlier: str) -> float:
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
+# ---- the old system's three acceptance tests --------------------------------------------------
+
+
+def test_post_creates_a_job_that_is_running_within_10_seconds(live_stack: LiveStack) -> None:
+    with live_stack.client() as client:
+        posted = time.monotonic()
+        response = client.post("/process-huggingface", json={"dataset": "large"})
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert body["status"] == "queued" and body["flow_run_id"] and uuid.UUID(body["job_id"])
+        job = live_stack.wait_for(body["job_id"], {"running", "completed"}, timeout=10)
+        elapsed = time.monotonic() - posted
+    assert elapsed <= 10, elapsed
+    assert job["flow_run_id"] == body["flow_run_id"]
+    assert _seconds(job["started_at"], job["created_at"]) <= 10
+    live_stack.wait_for(body["job_id"], {"completed"}, timeout=180)
+
+
+def test_a_successful_job_creates_scene_rows(live_stack: LiveStack) -> None:
+    with live_stack.client() as client:
+        body = client.post("/process-huggingface", json={"dataset": "sample", "split": "train"}).json()
+    job = live_stack.wait_for(body["job_id"], {"completed", "failed"})
+    assert job["status"] == "completed", job
+    assert job["progress"]["rows_seen"] == len(sample_rows())
+    assert job["progress"]["invalid"] == {"corrupt": 1, "empty": 1, "not_an_image": 1}
+    assert job["finished_at"] and job["started_at"]
+    with live_stack.store.engine.connect() as conn:
+        scenes = conn.execute(
+            sa.text("select count(*) from scenes where dataset = :d"), {"d": str(live_stack.datasets / "sample")}
+        ).scalar_one()
+    assert scenes == VALID_SAMPLE_IMAGES
+
+
+def test_a_failed_job_ends_failed_with_its_error_message(live_stack: LiveStack) -> None:
+    with live_stack.client() as client:
+        body = client.post("/process-huggingface", json={"dataset": "no-images"}).json()
+    job = live_stack.wait_for(body["job_id"], {"completed", "failed"})
+    assert job["status"] == "failed"
+    assert "has no image column" in job["error"] and "columns: text, n" in job["error"]
+    assert job["finished_at"]
+
+
+# ---- bad requests: refused with a reason, and no job is created ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "scheme"),
+    [(None, "Bearer"), ("wrong-secret", "Bearer"), (SECRET + "x", "Bearer"), (SECRET[:-1], "Bearer"), (SECRET, "Basic")],
+    ids=["missing", "wrong", "longer", "prefix", "not-bearer"],
+)
+def test_requests_without_the_right_token_are_refused(live_stack: LiveStack, token: str | None, scheme: str) -> None:
+    expected = 401
+    before = live_stack.job_count()
+    with live_stack.client(token, scheme) as client:
+        assert client.post("/process-huggingface", json={"dataset": "sample"}).status_code == expected
+        assert client.get(f"/jobs/{uuid.uuid4()}").status_code == expected
+        assert client.post(f"/jobs/{uuid.uuid4()}/cancel").status_code == expected
+        assert client.get("/healthz").status_code == 200
+    assert live_stack.job_count() == before
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"dataset": "/etc"}, "LOCAL_DATASET_ROOT"),
+        ({"dataset": "../../etc"}, "LOCAL_DATASET_ROOT"),
+        ({"dataset": "sample/../../.."}, "LOCAL_DATASET_ROOT"),
+        ({"dataset": "does-not-exist"}, "does not exist"),
+        ({"dataset": "owner/name", "split": "train; drop table jobs"}, "split"),
+        ({"dataset": "owner/name", "split": "train[:10%]"}, "split"),
+        ({"dataset": "owner/name", "limit": -1}, "limit"),
+        ({"dataset": "owner/name", "limit": 0}, "limit"),
+        ({"dataset": "owner/name", "config": "../x"}, "config"),
+        ({"dataset": ""}, "dataset"),
+        ({"dataset": "owner/name", "surprise": 1}, "surprise"),
+        ({"split": "train"}, "dataset"),
+        ({"type": "INSERT", "table": "scenes", "record": {"id": str(uuid.uuid4())}}, "INSERT events on the jobs table"),
+    ],
+)
+def test_bad_bodies_get_422_with_a_reason_and_create_no_job(live_stack: LiveStack, body: dict, reason: str) -> None:
+    before = live_stack.job_count()
+    with live_stack.client() as client:
+        response = client.post("/process-huggingface", json=body)
+    assert response.status_code == 422, response.text
+    assert reason in response.text
+    assert live_stack.job_count() == before
+
+
+def test_a_symlink_out_of_the_dataset_root_is_refused(live_stack: LiveStack) -> None:
+    link = live_stack.datasets / f"escape-{uuid.uuid4().hex[:6]}"
+    link.symlink_to(live_stack.state / "logs")
+    before = live_stack.job_count()
+    with live_stack.client() as client:
+        response = client.post("/process-huggingface", json={"dataset": link.name})
+    assert response.status_code == 422 and "inside LOCAL_DATASET_ROOT" in response.text
+    assert live_stack.job_count() == before
+
+
+def test_unknown_jobs_are_404(live_stack: LiveStack) -> None:
+    with live_stack.client() as client:
+        assert client.get(f"/jobs/{uuid.uuid4()}").status_code == 404
+        assert client.post(f"/jobs/{uuid.uuid4()}/cancel").status_code == 404
+        assert client.get("/jobs/not-a-uuid").status_code == 422
+
+
+# ---- idempotency, cancel, webhook, deployment runs, Prefect down ------------------------------
+
+
+def test_an_idempotent_repeat_returns_the_same_job(live_stack: LiveStack) -> None:
+    key = f"app-request-{uuid.uuid4()}"
+    with live_stack.client() as client:
+        first = client.post("/process-huggingface", json={"dataset": "sample", "limit": 5}, headers={"Idempotency-Key": key})
+        again = client.post("/process-huggingface", json={"dataset": "sample", "limit": 5}, headers={"Idempotency-Key": key})
+        other = client.post("/process-huggingface", json={"dataset": "sample", "limit": 6}, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["job_id"] == again.json()["job_id"]
+    assert first.json()["flow_run_id"] == again.json()["flow_run_id"]
+    assert other.status_code == 409
+    live_stack.wait_for(first.json()["job_id"], {"completed"})
+
+
+def test_cancel_ends_the_job_cancelled(live_stack: LiveStack) -> None:
+    with live_stack.client() as client:
+        body = client.post("/process-huggingface", json={"dataset": "large"}).json()
+        live_stack.wait_for(body["job_id"], {"running"}, timeout=30)
+        response = client.post(f"/jobs/{body['job_id']}/cancel")
+        assert response.status_code == 202, response.text
+        job = live_stack.wait_for(body["job_id"], {"cancelled", "completed", "failed"}, timeout=60)
+        assert job["status"] == "cancelled" and job["finished_at"]
+        assert client.post(f"/jobs/{body['job_id']}/cancel").status_code == 409
+    deadline = time.monotonic() + 60
+    while True:  # Prefect's own view agrees: the run is cancelled, not still running
+        state = httpx.get(f"{live_stack.api_url}/flow_runs/{body['flow_run_id']}").json()["state"]["type"]
+        if state == "CANCELLED" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert state == "CANCELLED"
+
+
+def test_a_supabase_webhook_for_an_app_inserted_job_starts_it(live_stack: LiveStack) -> None:
+    job_id = uuid.uuid4()
+    params = {"dataset": "sample", "limit": 4}
+    live_stack.store.create_job(job_id, params)  # the app inserted the row itself
+    record = {**live_stack.store.get_job(job_id).as_dict(), "params": params}  # type: ignore[union-attr]
+    payload = {"type": "INSERT", "table": "jobs", "schema": "public", "record": record, "old_record": None}
+    with live_stack.client() as client:
+        response = client.post("/process-huggingface", json=payload)
+    assert response.status_code == 202, response.text
+    assert response.json()["job_id"] == str(job_id)
+    job = live_stack.wait_for(str(job_id), {"completed", "failed"})
+    assert job["status"] == "completed" and job["progress"]["rows_seen"] == 4
+
+
+def test_prefect_deployment_run_gets_a_job_row_that_completes(live_stack: LiveStack) -> None:
+    env = {**live_stack.env, "PREFECT_API_URL": live_stack.api_url}
+    dataset = str(live_stack.datasets / "sample")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "deployment", "run", "hf-ingest/default",
+         "-p", f"dataset={dataset}", "-p", "limit=3"],
+        env=env, cwd=CHECKOUT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    flow_run_id = _flow_run_id_from(result.stdout)
+    job = None
+    deadline = time.monotonic() + 90
+    while job is None or job.status.value not in ("completed", "failed"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+        job = live_stack.store.get_job(uuid.UUID(flow_run_id))
+    assert job.status.value == "completed" and job.flow_run_id == flow_run_id
+    assert job.params["dataset"] == dataset and job.progress["rows_seen"] == 3
+
+
+def _flow_run_id_from(output: str) -> str:
+    start = output.find("{")
+    if start >= 0:
+        try:
+            return str(json.loads(output[start:])["id"])
+        except (ValueError, KeyError):
+            pass
+    for token in output.replace("'", " ").split():
+        try:
+            return str(uuid.UUID(token.strip(".,:()")))
+        except ValueError:
+            continue
+    raise AssertionError(f"no flow run id in: {output}")
+
+
+def test_prefect_down_answers_503_and_fails_the_job_with_the_reason(live_stack: LiveStack) -> None:
+    port = free_port()
+    env = {**live_stack.env, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}  # nothing listens there
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "uvicorn"), "deployments.trigger:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=CHECKOUT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        started = time.monotonic()
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/process-huggingface", json={"dataset": "sample"},
+            headers={"Authorization": f"Bearer {SECRET}"}, timeout=120,
+        )
+        assert time.monotonic() - started < 60
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert "Prefect API unreachable" in body["detail"]
+    job = live_stack.store.get_job(uuid.UUID(body["job_id"]))
+    assert job is not None and job.status.value == "failed"
+    assert "could not start the flow run" in (job.error or "") and SECRET not in (job.error or "")
+
+
+def test_openapi_documents_every_endpoint(live_stack: LiveStack) -> None:
+    schema = httpx.get(f"{live_stack.trigger}/openapi.json").json()
+    assert {"/process-huggingface", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/healthz"} <= set(schema["paths"])
+    post = schema["paths"]["/process-huggingface"]["post"]
+    assert {"202", "401", "409", "422", "503"} <= set(post["responses"])
+    assert any(p["name"].lower() == "idempotency-key" for p in post["parameters"])

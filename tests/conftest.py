@@ -16,8 +16,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-_runtime_dir = Path(tempfile.mkdtemp(prefix="hf-ingest-xdg-"))
-_runtime_dir.chmod(0o700)
+_runtime_dir = Path(f"/tmp/hf-ingest-xdg-{os.getuid()}")  # the same folder deployments/stack.py uses
+_runtime_dir.mkdir(mode=0o700, exist_ok=True)
 os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir))
 
 from hf_ingest import runtime  # noqa: E402
@@ -78,7 +78,10 @@ def postgres_url() -> Iterator[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """With HF_INGEST_FORBID_SKIPS=1 (CI), a skipped test fails the run: skipped is not passed."""
+    """Remove the session's Prefect home; with HF_INGEST_FORBID_SKIPS=1 (CI), a skipped test fails the run."""
+    import shutil
+
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
     if os.environ.get("HF_INGEST_FORBID_SKIPS") != "1":
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

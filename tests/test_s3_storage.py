@@ -113,3 +113,31 @@ def test_a_missing_bucket_fails_fast_and_names_the_store(
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.FAILED
     assert "cannot write to s3://no-such-bucket-here/x" in (job.error or "") and "bucket does not exist" in (job.error or "")
+
+
+def test_an_r2_block_on_the_prefect_server_replaces_the_environment(
+    isolated_settings: Path, s3_bucket: tuple, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment can keep the bucket settings in a Prefect Block instead of environment variables."""
+    from blocks.prefect_blocks import R2Bucket
+    from tests.conftest import S3_KEY_ID, S3_SECRET
+
+    bucket, client = s3_bucket
+    name = f"r2-{uuid.uuid4().hex[:8]}"
+    R2Bucket(
+        storage_url=f"s3://{bucket}/r2-prefix",
+        endpoint_url=moto_endpoint,
+        access_key_id=S3_KEY_ID,
+        secret_access_key=S3_SECRET,
+        public_base_url="https://cdn.example.com",
+    ).save(name)
+    monkeypatch.setenv("STORAGE_BLOCK", name)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    runtime.reset()
+    job_id = uuid.uuid4()
+    hf_ingest(dataset=str(_dataset(isolated_settings, copies=0)), job_id=job_id)
+
+    job = runtime.job_store().get_job(job_id)
+    assert job and job.status is JobStatus.COMPLETED
+    assert len(_stored_objects(client, bucket)) == len(valid_cases())
+    assert not (isolated_settings / "objects").exists()  # nothing went to the default local folder

@@ -109,8 +109,14 @@ def live_stack() -> Iterator[LiveStack]:
     finally:
         down = _stack_command(env, "down")
         assert down.returncode == 0, down.stderr
-        for name in ("server", "worker", "trigger"):
+        for name in ("server", "worker", "trigger", "prefect-db"):
             assert not (state / "run" / f"{name}.pid").exists()
+        import shutil
+
+        from deployments.stack import Stack
+
+        shutil.rmtree(Stack(state, 0, 0).prefect_db_dir, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     max_in_flight_batches: int = Field(default=3, gt=0, le=64)
     store_concurrency: int = Field(default=16, gt=0, le=256)
     progress_interval_seconds: float = Field(default=2.0, ge=0)
+    reconcile_interval_seconds: float = Field(default=15.0, ge=0)  # 0: the trigger runs no reconciler
 
     @property
     def uses_supabase(self) -> bool:

@@ -77,6 +77,8 @@ class Stack:
             PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "1"),
             PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "5"),
             PREFECT_RUNNER_POLL_FREQUENCY=env.get("PREFECT_RUNNER_POLL_FREQUENCY", "1"),
+            # Runs send a heartbeat this often; the zombie automation crashes runs that stop.
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY=env.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30"),
             # A run over the deployment's concurrency limit waits this long before it asks again
             # (Prefect's default, 30 s, would make a queued import look stuck).
             PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS=env.get(
@@ -166,6 +168,16 @@ def _prefect(stack: Stack, *args: str) -> None:
         raise SystemExit(f"`prefect {' '.join(args)}` failed; see {stack.log_file('setup')}")
 
 
+def _python(stack: Stack, *args: str) -> None:
+    result = subprocess.run(
+        [str(BIN / "python"), *args], cwd=CHECKOUT, env=stack.env(), capture_output=True, text=True, timeout=300
+    )
+    with stack.log_file("setup").open("a") as log:
+        log.write(f"$ python {' '.join(args)}\n{result.stdout}\n{result.stderr}\n")
+    if result.returncode != 0:
+        raise SystemExit(f"`python {' '.join(args)}` failed; see {stack.log_file('setup')}")
+
+
 def _worker_online(stack: Stack) -> bool:
     request = urllib.request.Request(
         f"{stack.api_url}/work_pools/{WORK_POOL}/workers/filter",
@@ -201,7 +213,8 @@ def up(stack: Stack) -> None:
     _prefect(stack, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
     _prefect(stack, "--no-prompt", "deploy", "--all")
     _prefect(stack, "block", "register", "-m", "blocks.prefect_blocks")
-    print(f"deployment      hf-ingest/default on work pool {WORK_POOL}")
+    _python(stack, "-m", "deployments.automations")
+    print(f"deployment      hf-ingest/default on work pool {WORK_POOL}, zombie-run automation registered")
 
     if _read_pid(stack, "worker") is None:
         _spawn(stack, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",

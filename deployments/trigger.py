@@ -11,6 +11,8 @@ import asyncio
 import hmac
 import logging
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, status
@@ -20,6 +22,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from blocks.settings import Settings, get_settings
 from deployments import flow_runs
+from deployments.reconciler import reconcile_forever
 from deployments.schemas import (
     ImportRequest,
     JobAccepted,
@@ -37,7 +40,20 @@ from hf_ingest.logs import StageLogger, redact
 logger = logging.getLogger("hf_ingest.trigger")
 IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f3f1e-5d0c-4f5e-9f39-4b8a3c7f6a21")
 
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    """Runs the reconciler beside the API, so no job stays unfinished when a hook could not write."""
+    interval = get_settings().reconcile_interval_seconds
+    task = asyncio.create_task(reconcile_forever(runtime.job_store, interval)) if interval > 0 else None
+    yield
+    if task is not None:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 app = FastAPI(
+    lifespan=lifespan,
     title="hf-ingest trigger",
     version="0.1.0",
     description="Starts HuggingFace image imports as Prefect flow runs and reports their jobs.",

@@ -57,13 +57,17 @@ def ensure_job(store: JobStore, job_id: uuid.UUID, params: dict[str, Any], flow_
         store.set_flow_run_id(job_id, flow_run_id)
 
 
-def mirror_state(store: JobStore, flow_run: Any, state: Any) -> JobStatus | None:
-    """Write `state` into the run's job (plain function: the hook below and the reconciler call it)."""
+def mirror_state(
+    store: JobStore, flow_run: Any, state: Any, job_id: uuid.UUID | None = None
+) -> JobStatus | None:
+    """Write `state` into the run's job (plain function: the hook below and the reconciler call it).
+
+    Returns the status the job moved to, or None if it was already there or past it."""
     mapped = job_status_for(state)
     if mapped is None:
         return None
     status, error = mapped
-    job_id = job_id_for(flow_run)
+    job_id = job_id or job_id_for(flow_run)
     secrets = get_settings().secret_values()
     if error is not None:
         error = redact(error, secrets)

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive, default=None, help="import at most this many rows")
     show = commands.add_parser("show", help="print a job")
     show.add_argument("job_id", type=uuid.UUID)
+    commands.add_parser("reconcile", help="bring unfinished jobs in line with their Prefect flow runs (one pass)")
     sample = commands.add_parser("make-sample", help="write the bundled sample dataset (Hub parquet layout)")
     sample.add_argument("folder")
     return parser
@@ -45,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(write_sample_dataset(Path(args.folder)))
         return 0
+    if args.command == "reconcile":
+        from deployments.reconciler import run_cli
+
+        return run_cli()
     if args.command == "show":
         job = runtime.job_store().get_job(args.job_id)
         if job is None:

@@ -77,6 +77,8 @@ def live_stack() -> Iterator[LiveStack]:
     write_parquet_dataset(datasets / "no-images", [{"text": "a", "n": 1}, {"text": "b", "n": 2}])
     rows = [{"image": encode_image((24, 16), "JPEG", color=(i % 256, (i // 256) % 256, 7)), "i": i} for i in range(6000)]
     write_parquet_dataset(datasets / "large", rows)
+    rows = [{"image": encode_image((24, 24), "PNG", color=(i % 256, (i // 256) % 256, 9)), "i": i} for i in range(20000)]
+    write_parquet_dataset(datasets / "huge", rows, shards=4)
     database_url = f"sqlite:///{state / 'hf_ingest.db'}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
@@ -90,6 +92,7 @@ def live_stack() -> Iterator[LiveStack]:
         "LOCAL_DATASET_ROOT": str(datasets),
         "BATCH_SIZE": "64",
         "MAX_IN_FLIGHT_BATCHES": "2",
+        "RECONCILE_INTERVAL_SECONDS": "5",
     }
     up = _stack_command(env, "up")
     if up.returncode != 0:
@@ -355,3 +358,52 @@ def test_openapi_documents_every_endpoint(live_stack: LiveStack) -> None:
     post = schema["paths"]["/process-huggingface"]["post"]
     assert {"202", "401", "409", "422", "503"} <= set(post["responses"])
     assert any(p["name"].lower() == "idempotency-key" for p in post["parameters"])
+
+
+def _kill_worker_and_its_runs(state: Path) -> list[int]:
+    """SIGKILL the worker and every process under it (the flow run's): no hook gets to run."""
+    import psutil
+
+    pid = json.loads((state / "run" / "worker.pid").read_text())["pid"]
+    worker = psutil.Process(pid)
+    victims = [worker, *worker.children(recursive=True)]
+    for process in victims:
+        process.kill()
+    psutil.wait_procs(victims, timeout=10)
+    return [p.pid for p in victims]
+
+
+def test_a_killed_worker_fails_the_job_as_crashed_and_a_rerun_completes(live_stack: LiveStack) -> None:
+    with live_stack.client() as client:
+        body = client.post("/process-huggingface", json={"dataset": "huge"}).json()
+        deadline = time.monotonic() + 60
+        while True:  # mid-import: running, some rows already stored
+            job = client.get(f"/jobs/{body['job_id']}").json()
+            if job["status"] == "running" and job["progress"].get("stored", 0) > 0:
+                break
+            assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.2)
+        killed = _kill_worker_and_its_runs(live_stack.state)
+        assert len(killed) >= 2  # the worker and the flow run process
+        stored_before = job["progress"]["stored"]
+
+        killed_at = time.monotonic()
+        job = live_stack.wait_for(body["job_id"], {"failed", "completed", "cancelled"}, timeout=200)
+        bound = time.monotonic() - killed_at
+        assert job["status"] == "failed", job
+        assert job["error"].startswith("crashed:"), job["error"]
+        assert bound <= 180, f"job failed only {bound:.0f}s after the worker died"
+
+        up = _stack_command(live_stack.env, "up")  # bring the worker back; the rest is reused
+        assert up.returncode == 0, up.stderr
+        again = client.post("/process-huggingface", json={"dataset": "huge"}).json()
+        job = live_stack.wait_for(again["job_id"], {"completed", "failed"}, timeout=240)
+    assert job["status"] == "completed", job
+    assert job["progress"]["already_present"] >= stored_before > 0  # not uploaded again
+    assert job["progress"]["stored"] + job["progress"]["already_present"] == 20000
+    with live_stack.store.engine.connect() as conn:
+        scenes, distinct = conn.execute(
+            sa.text("select count(*), count(distinct row_index) from scenes where dataset = :d"),
+            {"d": str(live_stack.datasets / "huge")},
+        ).one()
+    assert scenes == distinct == 20000

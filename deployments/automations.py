@@ -1,0 +1,66 @@
+"""The zombie-run automation: a flow run whose heartbeats stop is marked Crashed by the server.
+
+Runs emit `prefect.flow-run.heartbeat` every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (make up
+sets 30). If neither a heartbeat nor a terminal state event follows within three intervals, the
+process is gone (SIGKILL, OOM, a lost machine): the server sets the run Crashed, and the
+reconciler then fails its job with "crashed: ...". Registered by `make up`; idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+
+from prefect.automations import Automation
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+
+NAME = "hf-ingest: crash zombie flow runs"
+
+
+def zombie_automation(heartbeat_seconds: int) -> Automation:
+    return Automation(
+        name=NAME,
+        description="Marks flow runs Crashed when their heartbeats stop (the process died).",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=3 * heartbeat_seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {3 * heartbeat_seconds} s: the flow run process died",
+            )
+        ],
+    )
+
+
+def register(heartbeat_seconds: int) -> Automation:
+    """Create the automation, replacing an older copy with the same name."""
+    try:
+        existing = Automation.read(name=NAME)
+    except ValueError:
+        existing = None
+    if existing is not None:
+        existing.delete()
+    return zombie_automation(heartbeat_seconds).create()
+
+
+if __name__ == "__main__":
+    seconds = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", 30))
+    automation = register(seconds)
+    print(f"registered automation {automation.name!r} ({automation.id})")

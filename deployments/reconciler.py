@@ -1,0 +1,132 @@
+"""The reconciler: brings every unfinished job in line with the real state of its flow run.
+
+State hooks run inside the flow's own process and are not guaranteed: a worker killed by
+SIGKILL or the OOM killer runs none, and a hook cannot write while the jobs database is down.
+This loop needs no hook. Every few seconds (in the trigger process, or `hf-ingest reconcile`):
+- a job whose flow run reached a state the job does not show yet is moved forward to it
+  (the zombie automation turns a run whose heartbeats stopped into Crashed, so a dead worker
+  ends as `failed` with "crashed: ...");
+- a job whose flow run was deleted from Prefect is `failed` with that reason;
+- a `queued` job that has no flow run after a grace period (the trigger died between the
+  two steps, or a Supabase webhook never arrived) gets its run started now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from fastapi.concurrency import run_in_threadpool
+
+from blocks.settings import get_settings
+from deployments import flow_runs
+from flows.job_state_hooks import job_status_for, mirror_state
+from hf_ingest.jobstore import Job, JobStatus, JobStore
+from hf_ingest.logs import StageLogger
+
+logger = logging.getLogger("hf_ingest.reconciler")
+
+ReadFlowRun = Callable[[str], Awaitable[Any | None]]  # flow run id -> FlowRun, or None if deleted
+StartFlowRun = Callable[[uuid.UUID, dict[str, Any]], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Repair:
+    job_id: uuid.UUID
+    before: JobStatus
+    after: JobStatus | None
+    reason: str
+
+
+async def read_flow_run(flow_run_id: str) -> Any | None:
+    """The flow run from the Prefect API, or None if Prefect no longer has it."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            return await client.read_flow_run(uuid.UUID(flow_run_id))
+        except ObjectNotFound:
+            return None
+
+
+async def reconcile_once(
+    store: JobStore,
+    *,
+    read_run: ReadFlowRun = read_flow_run,
+    start_run: StartFlowRun = flow_runs.start_flow_run,
+    queued_grace: timedelta = timedelta(seconds=60),
+    now: datetime | None = None,
+) -> list[Repair]:
+    """One pass over the unfinished jobs; returns what it changed."""
+    now = now or datetime.now(timezone.utc)
+    repairs: list[Repair] = []
+    jobs = await run_in_threadpool(store.list_jobs, [JobStatus.QUEUED, JobStatus.RUNNING])
+    for job in jobs:
+        try:
+            repair = await _reconcile_job(store, job, read_run, start_run, queued_grace, now)
+        except Exception as exc:  # one bad job (or Prefect down) must not stop the pass
+            logger.warning("stage=reconcile job_id=%s event=\"job not reconciled\" error=%s", job.id, type(exc).__name__)
+            continue
+        if repair is not None:
+            repairs.append(repair)
+            StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-").info(
+                "reconcile", "job repaired", before=repair.before.value,
+                after=repair.after.value if repair.after else "-", reason=repair.reason,
+            )
+    return repairs
+
+
+async def _reconcile_job(
+    store: JobStore, job: Job, read_run: ReadFlowRun, start_run: StartFlowRun, grace: timedelta, now: datetime
+) -> Repair | None:
+    if job.flow_run_id is None:
+        created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=timezone.utc)
+        if job.status is not JobStatus.QUEUED or now - created < grace:
+            return None
+        flow_run_id = await start_run(job.id, job.params)
+        await run_in_threadpool(store.set_flow_run_id, job.id, flow_run_id)
+        return Repair(job.id, job.status, None, f"queued without a flow run; started {flow_run_id}")
+
+    run = await read_run(job.flow_run_id)
+    if run is None:
+        reason = f"flow run {job.flow_run_id} no longer exists in Prefect"
+        moved = await run_in_threadpool(store.advance, job.id, JobStatus.FAILED, error=reason)
+        return Repair(job.id, job.status, JobStatus.FAILED, reason) if moved else None
+    if run.state is None:
+        return None
+    mapped = job_status_for(run.state)
+    if mapped is None or mapped[0] is job.status:
+        return None
+    status = await run_in_threadpool(mirror_state, store, run, run.state, job.id)
+    if status is None:
+        return None
+    return Repair(job.id, job.status, status, f"flow run is {run.state.type.value}")
+
+
+async def reconcile_forever(store_factory: Callable[[], JobStore], interval_seconds: float) -> None:
+    """The trigger's background loop; cancelled when the app shuts down."""
+    while True:
+        try:
+            await reconcile_once(store_factory())
+        except Exception as exc:  # the jobs database or Prefect may be down: try again next time
+            logger.warning("stage=reconcile event=\"pass failed\" error=%s", type(exc).__name__)
+        await asyncio.sleep(interval_seconds)
+
+
+def run_cli() -> int:
+    """`hf-ingest reconcile`: one pass, for cron or a one-off repair."""
+    from hf_ingest import runtime
+
+    get_settings()
+    repairs = asyncio.run(reconcile_once(runtime.job_store()))
+    for repair in repairs:
+        after = repair.after.value if repair.after else repair.before.value
+        print(f"{repair.job_id}: {repair.before.value} -> {after} ({repair.reason})")
+    print(f"{len(repairs)} job(s) repaired")
+    return 0

@@ -31,12 +31,14 @@ from flows.retries import TRANSIENT_RETRIES
 from hf_ingest import runtime
 from hf_ingest.backoff import call_with_backoff
 from hf_ingest.jobstore import JobStatus
-from hf_ingest.logs import StageLogger, install_secret_filter
+from hf_ingest.logs import StageLogger, install_secret_filter, scrub_secrets
 from hf_ingest.pipeline import IngestProgress, SceneSource, StoredBatch, store_validated, validate_rows
 from hf_ingest.source import DatasetRequest, DatasetStream, ImageRow, canonical_dataset, open_dataset
 
 # Batch tasks carry image bytes: never hash them for caching, never persist their results.
 BATCH_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False, **TRANSIENT_RETRIES}
+# No configured secret may reach Prefect inside an exception message (state messages, the UI, jobs.error).
+no_secrets_in_errors = scrub_secrets(lambda: get_settings().secret_values())
 
 
 def _log() -> StageLogger:
@@ -49,6 +51,7 @@ def _log() -> StageLogger:
 
 
 @task(name="start-job", **BATCH_TASK_OPTIONS)
+@no_secrets_in_errors
 def start_job(job_id: uuid.UUID, params: dict[str, Any], flow_run_id: str) -> None:
     """Create the job if needed and mark it running (idempotent: the on_running hook may have done it)."""
     store = runtime.job_store()
@@ -57,6 +60,7 @@ def start_job(job_id: uuid.UUID, params: dict[str, Any], flow_run_id: str) -> No
 
 
 @task(name="open-dataset", **BATCH_TASK_OPTIONS)
+@no_secrets_in_errors
 def open_source(request: DatasetRequest) -> DatasetStream:
     """Resolve the dataset, its split and its image column; a missing dataset or column fails here, fast."""
     token = get_settings().hf_token
@@ -75,6 +79,7 @@ def open_source(request: DatasetRequest) -> DatasetStream:
 
 
 @task(name="validate-and-store", **BATCH_TASK_OPTIONS)
+@no_secrets_in_errors
 def validate_and_store(rows: list[ImageRow], source: SceneSource) -> StoredBatch:
     """Decode every image, skip and count the bad ones, write the good ones' original bytes."""
     settings = get_settings()
@@ -96,6 +101,7 @@ def validate_and_store(rows: list[ImageRow], source: SceneSource) -> StoredBatch
 
 
 @task(name="record-scenes", **BATCH_TASK_OPTIONS)
+@no_secrets_in_errors
 def record_scenes(batch: StoredBatch) -> int:
     """Upsert the batch's scenes; rows that exist already (a re-run) are left as they are."""
     return runtime.job_store().upsert_scenes(batch.scenes)
@@ -120,36 +126,37 @@ def hf_ingest(
     job_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """Import the image column of a HuggingFace dataset (Hub id or local folder in the Hub's formats)."""
-    settings = get_settings()
-    install_secret_filter(settings.secret_values())
-    run_id = str(current_flow_run.id)
-    job_id = job_id or uuid.UUID(run_id)
-    request = DatasetRequest(canonical_dataset(dataset), config, split, image_column, limit)
-    log = _log()
+    with no_secrets_in_errors:
+        settings = get_settings()
+        install_secret_filter(settings.secret_values())
+        run_id = str(current_flow_run.id)
+        job_id = job_id or uuid.UUID(run_id)
+        request = DatasetRequest(canonical_dataset(dataset), config, split, image_column, limit)
+        log = _log()
 
-    start_job(job_id, request.as_params(), run_id)
-    stream = open_source(request)
-    source = SceneSource(job_id, request.dataset, stream.config_name, split, settings.public_base_url)
+        start_job(job_id, request.as_params(), run_id)
+        stream = open_source(request)
+        source = SceneSource(job_id, request.dataset, stream.config_name, split, settings.public_base_url)
 
-    progress = IngestProgress()
-    reporter = ProgressReporter(job_id, settings.progress_interval_seconds)
-    in_flight: deque[PrefectFuture[StoredBatch]] = deque()
+        progress = IngestProgress()
+        reporter = ProgressReporter(job_id, settings.progress_interval_seconds)
+        in_flight: deque[PrefectFuture[StoredBatch]] = deque()
 
-    def record_oldest() -> None:
-        batch = in_flight.popleft().result()
-        progress.add(batch, record_scenes(quote(batch)))
-        reporter.maybe_report(progress, log)
+        def record_oldest() -> None:
+            batch = in_flight.popleft().result()
+            progress.add(batch, record_scenes(quote(batch)))
+            reporter.maybe_report(progress, log)
 
-    for rows in stream.batches(settings.batch_size):
-        in_flight.append(validate_and_store.submit(quote(rows), source))
-        if len(in_flight) >= settings.max_in_flight_batches:
+        for rows in stream.batches(settings.batch_size):
+            in_flight.append(validate_and_store.submit(quote(rows), source))
+            if len(in_flight) >= settings.max_in_flight_batches:
+                record_oldest()
+        while in_flight:
             record_oldest()
-    while in_flight:
-        record_oldest()
 
-    call_with_backoff(lambda: runtime.job_store().update_progress(job_id, progress.as_dict()))
-    log.info("record", "import finished", **progress.as_dict())
-    return {"job_id": str(job_id), **progress.as_dict()}
+        call_with_backoff(lambda: runtime.job_store().update_progress(job_id, progress.as_dict()))
+        log.info("record", "import finished", **progress.as_dict())
+        return {"job_id": str(job_id), **progress.as_dict()}
 
 
 class ProgressReporter:

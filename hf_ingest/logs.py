@@ -6,9 +6,10 @@ same fields travel as `extra` on the record for handlers that emit JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 REDACTED = "***"
@@ -94,3 +95,39 @@ class StageLogger:
 
     def error(self, stage: str, event: str, **fields: Any) -> None:
         self.log(logging.ERROR, stage, event, **fields)
+
+
+class ScrubbedError(Exception):
+    """An error whose message carried a configured secret, raised again with the secret replaced."""
+
+
+class ScrubbedTransientError(ScrubbedError, ConnectionError):
+    """As `ScrubbedError`, for a failure that is still worth retrying."""
+
+
+class scrub_secrets(contextlib.ContextDecorator):  # noqa: N801 - reads as a decorator / context manager
+    """An exception whose text contains a configured secret leaves as a scrubbed copy.
+
+    Prefect stores an exception's text as the run's state message (shown in the UI, mirrored
+    into `jobs.error`), so the secret must be gone before the exception reaches Prefect.
+    Use as `@scrub_secrets(...)` on tasks, or `with scrub_secrets(...):` in a flow body (a
+    wrapped flow function would hide its signature from Prefect's parameter validation).
+    """
+
+    def __init__(self, secrets: Callable[[], Iterable[str]]) -> None:
+        self.secrets = secrets
+
+    def __enter__(self) -> scrub_secrets:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if not isinstance(exc, Exception):
+            return False
+        text = f"{type(exc).__name__}: {exc}"
+        cleaned = redact(text, list(self.secrets()))
+        if cleaned == text:
+            return False
+        from hf_ingest.transient import is_transient
+
+        kind = ScrubbedTransientError if is_transient(exc) else ScrubbedError
+        raise kind(cleaned) from None

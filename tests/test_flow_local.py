@@ -195,3 +195,35 @@ def test_hook_mirrors_prefect_states_forward_only(states: list, expected: JobSta
     assert job.finished_at is not None
     if any(s.is_running() for s in states):
         assert job.started_at is not None and job.started_at <= job.finished_at
+
+
+def test_hostile_rows_are_skipped_and_counted_never_a_crash(isolated_settings: Path) -> None:
+    """Paths that do not exist, a folder as a path, null images, a header claiming 4 billion pixels."""
+    from hf_ingest.hub_formats import encode_image
+    from tests.image_cases import png_claiming
+
+    real = isolated_settings / "real.png"
+    real.write_bytes(encode_image((5, 5), "PNG"))
+    import pyarrow.parquet as pq
+    from datasets import Dataset, Features, Image, Value
+
+    images = [
+        {"bytes": None, "path": str(real)},
+        {"bytes": None, "path": str(isolated_settings / "missing.jpg")},
+        {"bytes": None, "path": str(isolated_settings)},
+        None,
+        {"bytes": png_claiming(65_535, 65_535), "path": None},
+        {"bytes": b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "path": None},
+    ]
+    table = Dataset.from_dict(
+        {"image": images, "n": list(range(len(images)))}, features=Features({"image": Image(), "n": Value("int64")})
+    ).data.table  # written as is: to_parquet would try to embed the missing files
+    dataset = isolated_settings / "hostile"
+    (dataset / "data").mkdir(parents=True)
+    pq.write_table(table, dataset / "data" / "train-00000-of-00001.parquet")
+    job_id = uuid.uuid4()
+    hf_ingest(dataset=str(dataset), job_id=job_id)
+    job = runtime.job_store().get_job(job_id)
+    assert job and job.status is JobStatus.COMPLETED
+    assert job.progress["stored"] == 1 and job.progress["scenes_recorded"] == 1
+    assert job.progress["invalid"] == {"missing_file": 2, "empty": 1, "too_large": 1, "not_an_image": 1}

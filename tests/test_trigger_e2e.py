@@ -407,3 +407,22 @@ def test_a_killed_worker_fails_the_job_as_crashed_and_a_rerun_completes(live_sta
             {"d": str(live_stack.datasets / "huge")},
         ).one()
     assert scenes == distinct == 20000
+
+
+def test_concurrent_duplicates_with_one_idempotency_key_make_one_job_and_one_run(live_stack: LiveStack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = f"burst-{uuid.uuid4()}"
+    before = live_stack.job_count()
+
+    def post(_: int) -> httpx.Response:
+        with live_stack.client() as client:
+            return client.post("/process-huggingface", json={"dataset": "sample", "limit": 2}, headers={"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(post, range(8)))
+    assert {r.status_code for r in responses} == {202}
+    assert len({r.json()["job_id"] for r in responses}) == 1
+    assert len({r.json()["flow_run_id"] for r in responses}) == 1
+    assert live_stack.job_count() == before + 1
+    live_stack.wait_for(responses[0].json()["job_id"], {"completed"})

@@ -37,3 +37,7 @@ up: install
 
 down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m deployments.stack down; fi
+
+.PHONY: bench
+bench: install
+	$(BIN)/python -m bench.run

@@ -1,0 +1,41 @@
+"""The naive design the batching must beat: one Prefect task per image.
+Usage: python -m bench.naive DATASET (against PREFECT_API_URL); prints JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks.settings import get_settings
+from hf_ingest import runtime
+from hf_ingest.pipeline import SceneSource, store_validated, validate_rows
+from hf_ingest.source import DatasetRequest, ImageRow, canonical_dataset, open_dataset
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def ingest_one(row: ImageRow, source: SceneSource) -> int:
+    batch = store_validated(runtime.object_store(), validate_rows([row], get_settings().max_image_pixels), source)
+    return runtime.job_store().upsert_scenes(batch.scenes)
+
+
+@flow(name="hf-ingest-naive", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def naive(dataset: str) -> int:
+    request = DatasetRequest(canonical_dataset(dataset))
+    job_id = uuid.uuid4()
+    runtime.job_store().create_job(job_id, request.as_params())
+    stream = open_dataset(request)
+    source = SceneSource(job_id, request.dataset, stream.config_name, request.split)
+    futures = [ingest_one.submit(row, source) for rows in stream.batches(256) for row in rows]
+    return sum(f.result() for f in futures)
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    images = naive(sys.argv[1])
+    print(json.dumps({"images": images, "seconds": time.perf_counter() - started}))

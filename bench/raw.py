@@ -1,0 +1,48 @@
+"""The raw limit: the same work as the flow (stream, full decode, hash, write originals, record rows)
+in a plain thread pool, with no orchestration. Usage: python -m bench.raw DATASET; prints JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from blocks.settings import get_settings
+from hf_ingest import runtime
+from hf_ingest.pipeline import SceneSource, store_validated, validate_rows
+from hf_ingest.source import DatasetRequest, canonical_dataset, open_dataset
+
+
+def main(dataset: str) -> dict[str, float]:
+    started = time.perf_counter()
+    settings = get_settings()
+    store, objects = runtime.job_store(), runtime.object_store()
+    job_id = uuid.uuid4()
+    request = DatasetRequest(canonical_dataset(dataset))
+    store.create_job(job_id, request.as_params())
+    stream = open_dataset(request)
+    source = SceneSource(job_id, request.dataset, stream.config_name, request.split)
+
+    def work(rows: list) -> object:
+        return store_validated(objects, validate_rows(rows, settings.max_image_pixels), source)
+
+    images = stored_bytes = 0
+    with ThreadPoolExecutor(max_workers=settings.max_in_flight_batches) as pool:
+        pending = []
+        for rows in stream.batches(settings.batch_size):
+            pending.append(pool.submit(work, rows))
+            if len(pending) >= settings.max_in_flight_batches:
+                batch = pending.pop(0).result()
+                store.upsert_scenes(batch.scenes)
+                images, stored_bytes = images + len(batch.scenes), stored_bytes + batch.bytes_stored
+        for future in pending:
+            batch = future.result()
+            store.upsert_scenes(batch.scenes)
+            images, stored_bytes = images + len(batch.scenes), stored_bytes + batch.bytes_stored
+    return {"images": images, "bytes": stored_bytes, "seconds": time.perf_counter() - started}
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1])))

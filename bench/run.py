@@ -1,0 +1,203 @@
+"""`make bench`: hf-ingest against its baselines, all measured in this one run on this machine.
+
+Prints a table and, last, one line of JSON with the same figures. Every import runs as a
+separate process, as a user runs it, with a fresh database and object store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench.datasets import ensure
+from deployments.stack import CHECKOUT, Stack, down, up
+
+BIN = Path(sys.executable).parent
+DATA = CHECKOUT / ".data" / "bench"
+SECRET = "bench-webhook-secret"
+
+
+def measure(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run one import process; wall time and the peak RSS of its whole process tree."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=CHECKOUT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    peak = 0
+    root = psutil.Process(process.pid)
+
+    def sample() -> None:
+        nonlocal peak
+        while process.poll() is None:
+            try:
+                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, _ = process.communicate()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({process.returncode})")
+    return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak / 2**20, "stdout": stdout.decode()}
+
+
+def run_import(kind: str, dataset: Path, base_env: dict[str, str], storage: str | None = None) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="hf-ingest-bench-"))
+    env = {**base_env, "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite'}"}
+    env["STORAGE_URL"] = storage or str(scratch / "objects")
+    argv = {
+        "raw": [str(BIN / "python"), "-m", "bench.raw", str(dataset)],
+        "flow": [str(BIN / "hf-ingest"), "run", str(dataset)],
+        "naive": [str(BIN / "python"), "-m", "bench.naive", str(dataset)],
+    }[kind]
+    try:
+        result = measure(argv, env)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if kind == "flow":
+        progress = json.loads(result["stdout"])["progress"]
+        result["images"], result["bytes"] = progress["scenes_recorded"], progress["bytes_stored"]
+    else:
+        out = json.loads(result["stdout"].strip().splitlines()[-1])
+        result["images"], result["bytes"] = out["images"], out.get("bytes", 0)
+    result["images_per_s"] = result["images"] / result["seconds"]
+    result["mb_per_s"] = result["bytes"] / 2**20 / result["seconds"]
+    return result
+
+
+def trigger_latency(stack: Stack, runs: int = 20) -> list[float]:
+    """POST → job `running`, as the app sees it through GET /jobs/{id}."""
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    latencies = []
+    with httpx.Client(base_url=stack.trigger_url, headers=headers, timeout=60) as client:
+        for _ in range(runs):
+            started = time.perf_counter()
+            job = client.post("/process-huggingface", json={"dataset": "small-5000", "limit": 1}).json()
+            while client.get(f"/jobs/{job['job_id']}").json()["status"] == "queued":
+                time.sleep(0.05)
+            latencies.append(time.perf_counter() - started)
+            while client.get(f"/jobs/{job['job_id']}").json()["status"] == "running":
+                time.sleep(0.1)
+    return latencies
+
+
+def s3_server() -> tuple[Any, str]:
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.s3_fixtures import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench",
+                 region_name="us-east-1").create_bucket(Bucket="bench")
+    return server, endpoint
+
+
+def main() -> int:
+    small_n = int(os.environ.get("BENCH_SMALL", 50_000))
+    datasets = {
+        "small-5000": ensure(DATA, "small-5000", 5_000),
+        f"small-{small_n}": ensure(DATA, f"small-{small_n}", small_n),
+        "large-200": ensure(DATA, "large-200", 200),
+    }
+    os.environ.update(
+        HF_INGEST_STATE_DIR=str(CHECKOUT / ".data" / "bench-stack"),
+        PREFECT_PORT=os.environ.get("BENCH_PREFECT_PORT", "4310"),
+        TRIGGER_PORT=os.environ.get("BENCH_TRIGGER_PORT", "8110"),
+        WEBHOOK_SECRET=SECRET,
+        LOCAL_DATASET_ROOT=str(DATA),
+        DATABASE_URL=f"sqlite:///{CHECKOUT / '.data' / 'bench-stack' / 'jobs.db'}",
+        STORAGE_URL=str(CHECKOUT / ".data" / "bench-stack" / "objects"),
+    )
+    stack = Stack.from_env()
+    up(stack)
+    env = {**stack.env(), "PREFECT_API_URL": stack.api_url}
+    results: dict[str, Any] = {}
+    server = None
+    try:
+        big = datasets[f"small-{small_n}"]
+        results["raw_small"] = run_import("raw", big, env)
+        results["flow_small"] = run_import("flow", big, env)
+        results["flow_5k"] = run_import("flow", datasets["small-5000"], env)
+        results["naive_5k"] = run_import("naive", datasets["small-5000"], env)
+        results["raw_large"] = run_import("raw", datasets["large-200"], env)
+        results["flow_large"] = run_import("flow", datasets["large-200"], env)
+        server, endpoint = s3_server()
+        s3_env = {**env, "S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                  "AWS_DEFAULT_REGION": "us-east-1"}
+        results["raw_s3_5k"] = run_import("raw", datasets["small-5000"], s3_env, "s3://bench/raw")
+        results["flow_s3_5k"] = run_import("flow", datasets["small-5000"], s3_env, "s3://bench/flow")
+        latencies = trigger_latency(stack)
+    finally:
+        if server is not None:
+            server.stop()
+        down(stack)
+    report(results, latencies, small_n)
+    return 0
+
+
+def report(r: dict[str, Any], latencies: list[float], small_n: int) -> None:
+    p50 = statistics.median(latencies)
+    p95 = sorted(latencies)[max(0, int(round(0.95 * len(latencies))) - 1)]
+    rows = [
+        (f"raw limit, {small_n} small, local", r["raw_small"]),
+        (f"flow (hf-ingest run), {small_n} small, local", r["flow_small"]),
+        ("flow, 5000 small, local", r["flow_5k"]),
+        ("naive: one task per image, 5000 small", r["naive_5k"]),
+        ("raw limit, 200 large (1600x1200), local", r["raw_large"]),
+        ("flow, 200 large, local", r["flow_large"]),
+        ("raw limit, 5000 small, S3 (moto)", r["raw_s3_5k"]),
+        ("flow, 5000 small, S3 (moto)", r["flow_s3_5k"]),
+    ]
+    print(f"\nhf-ingest benchmark on {platform.node()}: {psutil.cpu_count()} cores, "
+          f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}\n")
+    print(f"{'run':48} {'images':>7} {'s':>7} {'img/s':>8} {'MB/s':>7} {'peak RSS MB':>12}")
+    for name, m in rows:
+        print(f"{name:48} {m['images']:>7} {m['seconds']:>7.1f} {m['images_per_s']:>8.0f} {m['mb_per_s']:>7.2f} "
+              f"{m['peak_rss_mb']:>12.0f}")
+    figures = {
+        "flow_vs_raw_small": r["flow_small"]["images_per_s"] / r["raw_small"]["images_per_s"],
+        "flow_vs_naive": r["flow_5k"]["images_per_s"] / r["naive_5k"]["images_per_s"],
+        "flow_vs_raw_large": r["flow_large"]["mb_per_s"] / r["raw_large"]["mb_per_s"],
+        "flow_vs_raw_s3": r["flow_s3_5k"]["images_per_s"] / r["raw_s3_5k"]["images_per_s"],
+        "rss_big_vs_5k": r["flow_small"]["peak_rss_mb"] / r["flow_5k"]["peak_rss_mb"],
+        "trigger_to_running_p50_s": p50,
+        "trigger_to_running_p95_s": p95,
+    }
+    targets = [
+        ("flow >= 0.9x raw limit (small, local)", figures["flow_vs_raw_small"] >= 0.9, f"{figures['flow_vs_raw_small']:.2f}x"),
+        ("flow >= 5x naive per-image design", figures["flow_vs_naive"] >= 5, f"{figures['flow_vs_naive']:.1f}x"),
+        (f"peak RSS at {small_n} <= 1.25x at 5000", figures["rss_big_vs_5k"] <= 1.25, f"{figures['rss_big_vs_5k']:.2f}x"),
+        ("POST -> running p95 <= 5 s", p95 <= 5, f"p50 {p50:.2f} s, p95 {p95:.2f} s"),
+    ]
+    print()
+    for name, ok, value in targets:
+        print(f"{'PASS' if ok else 'MISS'}  {name}: {value}")
+    summary = {k: {kk: round(vv, 3) for kk, vv in v.items() if kk != "stdout"} for k, v in r.items()}
+    print(json.dumps({"runs": summary, "ratios": {k: round(v, 3) for k, v in figures.items()},
+                      "latencies_s": [round(x, 3) for x in latencies]}))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

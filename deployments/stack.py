@@ -158,24 +158,15 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _prefect(stack: Stack, *args: str) -> None:
+def _setup(stack: Stack, program: str, *args: str) -> None:
+    """Run one set-up command (a `prefect` CLI call or a `python -m` module) to completion, logging it."""
     result = subprocess.run(
-        [str(BIN / "prefect"), *args], cwd=CHECKOUT, env=stack.env(), capture_output=True, text=True, timeout=300
+        [str(BIN / program), *args], cwd=CHECKOUT, env=stack.env(), capture_output=True, text=True, timeout=300
     )
     with stack.log_file("setup").open("a") as log:
-        log.write(f"$ prefect {' '.join(args)}\n{result.stdout}\n{result.stderr}\n")
+        log.write(f"$ {program} {' '.join(args)}\n{result.stdout}\n{result.stderr}\n")
     if result.returncode != 0:
-        raise SystemExit(f"`prefect {' '.join(args)}` failed; see {stack.log_file('setup')}")
-
-
-def _python(stack: Stack, *args: str) -> None:
-    result = subprocess.run(
-        [str(BIN / "python"), *args], cwd=CHECKOUT, env=stack.env(), capture_output=True, text=True, timeout=300
-    )
-    with stack.log_file("setup").open("a") as log:
-        log.write(f"$ python {' '.join(args)}\n{result.stdout}\n{result.stderr}\n")
-    if result.returncode != 0:
-        raise SystemExit(f"`python {' '.join(args)}` failed; see {stack.log_file('setup')}")
+        raise SystemExit(f"`{program} {' '.join(args)}` failed; see {stack.log_file('setup')}")
 
 
 def _worker_online(stack: Stack) -> bool:
@@ -210,10 +201,10 @@ def up(stack: Stack) -> None:
     _wait("Prefect server", lambda: _http_ok(f"{stack.api_url}/health"), 120, stack, "server")
     print(f"prefect server  {stack.api_url.removesuffix('/api')}  (UI)")
 
-    _prefect(stack, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
-    _prefect(stack, "--no-prompt", "deploy", "--all")
-    _prefect(stack, "block", "register", "-m", "blocks.prefect_blocks")
-    _python(stack, "-m", "deployments.automations")
+    _setup(stack, "prefect", "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
+    _setup(stack, "prefect", "--no-prompt", "deploy", "--all")
+    _setup(stack, "prefect", "block", "register", "-m", "blocks.prefect_blocks")
+    _setup(stack, "python", "-m", "deployments.automations")
     print(f"deployment      hf-ingest/default on work pool {WORK_POOL}, zombie-run automation registered")
 
     if _read_pid(stack, "worker") is None:

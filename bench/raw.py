@@ -31,7 +31,7 @@ def main(dataset: str) -> dict[str, float]:
     images = stored_bytes = 0
     with ThreadPoolExecutor(max_workers=settings.max_in_flight_batches) as pool:
         pending = []
-        for rows in stream.batches(settings.batch_size):
+        for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
             pending.append(pool.submit(work, rows))
             if len(pending) >= settings.max_in_flight_batches:
                 batch = pending.pop(0).result()

@@ -147,7 +147,7 @@ def hf_ingest(
             progress.add(batch, record_scenes(quote(batch)))
             reporter.maybe_report(progress, log)
 
-        for rows in stream.batches(settings.batch_size):
+        for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
             in_flight.append(validate_and_store.submit(quote(rows), source))
             if len(in_flight) >= settings.max_in_flight_batches:
                 record_oldest()

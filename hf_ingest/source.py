@@ -56,24 +56,32 @@ class DatasetStream:
     scalar_columns: list[str]
     _iterable: Any
 
-    def batches(self, batch_size: int) -> Iterator[list[ImageRow]]:
-        """Rows in order, `batch_size` at a time; only one batch is ever held here."""
+    def batches(self, batch_size: int, max_bytes: int | None = None) -> Iterator[list[ImageRow]]:
+        """Rows in order, at most `batch_size` rows and about `max_bytes` of image bytes at a time.
+
+        The byte bound keeps memory flat whatever the image sizes: a batch of 1,024 thumbnails
+        and a batch of a few hundred 12-megapixel photos cost about the same."""
         row_index = 0
+        batch: list[ImageRow] = []
+        size = 0
         for columns in self._iterable.iter(batch_size=batch_size):
             images = columns[self.image_column]
             scalars = {name: columns[name] for name in self.scalar_columns if name in columns}
-            batch: list[ImageRow] = []
             for offset, image in enumerate(images):
                 image = image or {}
-                batch.append(
-                    ImageRow(
-                        row_index=row_index,
-                        data=image.get("bytes"),
-                        path=image.get("path"),
-                        metadata={name: _json_scalar(values[offset]) for name, values in scalars.items()},
-                    )
+                row = ImageRow(
+                    row_index=row_index,
+                    data=image.get("bytes"),
+                    path=image.get("path"),
+                    metadata={name: _json_scalar(values[offset]) for name, values in scalars.items()},
                 )
                 row_index += 1
+                batch.append(row)
+                size += len(row.data or b"")
+                if len(batch) >= batch_size or (max_bytes is not None and size >= max_bytes):
+                    yield batch
+                    batch, size = [], 0
+        if batch:
             yield batch
 
 

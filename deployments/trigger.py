@@ -211,6 +211,33 @@ async def cancel_job(job_id: uuid.UUID, store: Store) -> Any:
     return (await run_in_threadpool(store.get_job, job_id)).as_dict()  # type: ignore[union-attr]
 
 
+@app.post(
+    "/jobs/{job_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobAccepted,
+    responses={**_ERRORS, 404: {"model": Problem}, 409: {"model": Problem}, 503: {"model": Problem}},
+    dependencies=[Authorized],
+)
+async def retry_job(job_id: uuid.UUID, store: Store, settings: CurrentSettings) -> JSONResponse:
+    """Resume a failed or cancelled import as a new job with the same parameters.
+
+    What the first attempt stored is found in place (content-addressed objects, unique scenes),
+    so the new job uploads only what is missing. Retrying the same job again returns the same new job."""
+    job = await run_in_threadpool(store.get_job, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise HTTPException(status.HTTP_409_CONFLICT, f"only failed or cancelled jobs are retried; this one is {job.status.value}")
+    try:
+        request = ImportRequest.model_validate({k: v for k, v in job.params.items() if v is not None})
+    except ValueError as exc:
+        raise _unprocessable(f"the job's parameters are not valid any more: {exc}"[:1000]) from None
+    params = _params(request, settings)
+    retry_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"retry-of-{job_id}")
+    retry = await run_in_threadpool(call_with_backoff, lambda: store.create_job(retry_id, params))
+    return await _start(store, retry, params, settings)
+
+
 @app.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness: no token needed, no secrets or dependencies revealed."""

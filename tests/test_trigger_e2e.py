@@ -261,6 +261,7 @@ def test_cancel_ends_the_job_cancelled(live_stack: LiveStack) -> None:
         job = live_stack.wait_for(body["job_id"], {"cancelled", "completed", "failed"}, timeout=60)
         assert job["status"] == "cancelled" and job["finished_at"]
         assert client.post(f"/jobs/{body['job_id']}/cancel").status_code == 409
+        assert client.post(f"/jobs/{uuid.uuid4()}/retry").status_code == 404
     deadline = time.monotonic() + 60
     while True:  # Prefect's own view agrees: the run is cancelled, not still running
         state = httpx.get(f"{live_stack.api_url}/flow_runs/{body['flow_run_id']}").json()["state"]["type"]
@@ -354,7 +355,9 @@ def test_prefect_down_answers_503_and_fails_the_job_with_the_reason(live_stack: 
 
 def test_openapi_documents_every_endpoint(live_stack: LiveStack) -> None:
     schema = httpx.get(f"{live_stack.trigger}/openapi.json").json()
-    assert {"/process-huggingface", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/healthz"} <= set(schema["paths"])
+    assert {"/process-huggingface", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/jobs/{job_id}/retry", "/healthz"} <= set(
+        schema["paths"]
+    )
     post = schema["paths"]["/process-huggingface"]["post"]
     assert {"202", "401", "409", "422", "503"} <= set(post["responses"])
     assert any(p["name"].lower() == "idempotency-key" for p in post["parameters"])
@@ -396,7 +399,10 @@ def test_a_killed_worker_fails_the_job_as_crashed_and_a_rerun_completes(live_sta
 
         up = _stack_command(live_stack.env, "up")  # bring the worker back; the rest is reused
         assert up.returncode == 0, up.stderr
-        again = client.post("/process-huggingface", json={"dataset": "huge"}).json()
+        first = client.post(f"/jobs/{body['job_id']}/retry")
+        assert first.status_code == 202, first.text
+        again = client.post(f"/jobs/{body['job_id']}/retry").json()  # a repeat is the same retry
+        assert again["job_id"] == first.json()["job_id"] != body["job_id"]
         job = live_stack.wait_for(again["job_id"], {"completed", "failed"}, timeout=240)
     assert job["status"] == "completed", job
     assert job["progress"]["already_present"] >= stored_before > 0  # not uploaded again

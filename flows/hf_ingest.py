@@ -140,15 +140,21 @@ def hf_ingest(
 
         progress = IngestProgress()
         reporter = ProgressReporter(job_id, settings.progress_interval_seconds)
-        in_flight: deque[PrefectFuture[StoredBatch]] = deque()
+        in_flight: deque[tuple[PrefectFuture[StoredBatch], int]] = deque()
 
         def record_oldest() -> None:
-            batch = in_flight.popleft().result()
+            future, rows_in_batch = in_flight.popleft()
+            try:
+                batch = future.result()
+            except Exception:  # retries exhausted: count the batch as failed, keep the counts, fail the run
+                progress.failed += rows_in_batch
+                reporter.report_now(progress, log)
+                raise
             progress.add(batch, record_scenes(quote(batch)))
             reporter.maybe_report(progress, log)
 
         for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
-            in_flight.append(validate_and_store.submit(quote(rows), source))
+            in_flight.append((validate_and_store.submit(quote(rows), source), len(rows)))
             if len(in_flight) >= settings.max_in_flight_batches:
                 record_oldest()
         while in_flight:
@@ -168,8 +174,10 @@ class ProgressReporter:
         self.last = 0.0
 
     def maybe_report(self, progress: IngestProgress, log: StageLogger) -> None:
-        if time.monotonic() - self.last < self.interval:
-            return
+        if time.monotonic() - self.last >= self.interval:
+            self.report_now(progress, log)
+
+    def report_now(self, progress: IngestProgress, log: StageLogger) -> None:
         self.last = time.monotonic()
         counts = progress.as_dict()
         try:

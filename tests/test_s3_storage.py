@@ -98,6 +98,7 @@ def test_a_store_that_never_recovers_fails_the_job_in_bounded_time(
     assert job and job.status is JobStatus.FAILED
     assert "reduce your request rate" in (job.error or "") or "SlowDown" in (job.error or ""), job.error
     assert len(fault_proxy.faults) > 4  # type: ignore[attr-defined]  (it was retried, with backoff)
+    assert job.progress["failed"] > 0  # the rows of the batch that could not be stored
 
 
 def test_a_missing_bucket_fails_fast_and_names_the_store(

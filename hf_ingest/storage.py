@@ -146,9 +146,6 @@ class ObjectStore:
                 raise outcome
         return {r.key: o for r, o in zip(requests, outcomes, strict=True)}  # type: ignore[misc]
 
-    def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self.path(key)))
-
     def read(self, key: str) -> bytes:
         return bytes(self.fs.cat_file(self.path(key)))
 

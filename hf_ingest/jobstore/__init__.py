@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hf_ingest.jobstore.base import JobNotFound, JobStore
+from hf_ingest.jobstore.base import JobStore
 from hf_ingest.jobstore.model import JOB_KIND, TERMINAL_STATUSES, Job, JobStatus, Scene
 
 if TYPE_CHECKING:
@@ -14,7 +14,6 @@ __all__ = [
     "JOB_KIND",
     "TERMINAL_STATUSES",
     "Job",
-    "JobNotFound",
     "JobStatus",
     "JobStore",
     "Scene",

@@ -9,10 +9,6 @@ from typing import Any, Protocol
 from hf_ingest.jobstore.model import Job, JobStatus, Scene
 
 
-class JobNotFound(LookupError):
-    """No job with that id."""
-
-
 class JobStore(Protocol):
     """Implemented over SQLAlchemy (SQLite, PostgreSQL) and over Supabase's REST API."""
 

@@ -71,7 +71,9 @@ async def reconcile_once(
         try:
             repair = await _reconcile_job(store, job, read_run, start_run, queued_grace, now)
         except Exception as exc:  # one bad job (or Prefect down) must not stop the pass
-            logger.warning("stage=reconcile job_id=%s event=\"job not reconciled\" error=%s", job.id, type(exc).__name__)
+            StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-").warning(
+                "reconcile", "job not reconciled", error=type(exc).__name__
+            )
             continue
         if repair is not None:
             repairs.append(repair)
@@ -115,7 +117,7 @@ async def reconcile_forever(store_factory: Callable[[], JobStore], interval_seco
         try:
             await reconcile_once(store_factory())
         except Exception as exc:  # the jobs database or Prefect may be down: try again next time
-            logger.warning("stage=reconcile event=\"pass failed\" error=%s", type(exc).__name__)
+            StageLogger(logger, job_id="-", flow_run_id="-").warning("reconcile", "pass failed", error=type(exc).__name__)
         await asyncio.sleep(interval_seconds)
 
 

@@ -37,6 +37,8 @@ from hf_ingest.source import DatasetRequest, DatasetStream, ImageRow, canonical_
 
 # Batch tasks carry image bytes: never hash them for caching, never persist their results.
 BATCH_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False, **TRANSIENT_RETRIES}
+# The hooks' and reconciler's INFO lines (status mirrored, job repaired) must show under a worker too.
+logging.getLogger("hf_ingest").setLevel(logging.INFO)
 # No configured secret may reach Prefect inside an exception message (state messages, the UI, jobs.error).
 no_secrets_in_errors = scrub_secrets(lambda: get_settings().secret_values())
 
@@ -187,5 +189,3 @@ class ProgressReporter:
             return
         log.info("record", "progress", **counts)
 
-
-logging.getLogger("hf_ingest").setLevel(logging.INFO)

@@ -89,9 +89,9 @@ def mirror_job_state(flow: Any, flow_run: Any, state: Any) -> None:
     try:
         mirror_state(runtime.job_store(), flow_run, state)
     except Exception as exc:  # a hook must never turn a good run bad; the reconciler repairs the row
-        logger.error(
-            "stage=state job_id=%s flow_run_id=%s event=\"job status not written\" error=%s",
-            (flow_run.parameters or {}).get("job_id") or flow_run.id,
-            flow_run.id,
-            redact(f"{type(exc).__name__}: {exc}", get_settings().secret_values()),
+        job = (flow_run.parameters or {}).get("job_id") or flow_run.id  # raw: job_id_for may be what failed
+        StageLogger(logger, job_id=job, flow_run_id=flow_run.id).error(
+            "state",
+            "job status not written",
+            error=redact(f"{type(exc).__name__}: {exc}", get_settings().secret_values()),
         )

@@ -104,10 +104,10 @@ def _http_status(exc: BaseException) -> int | None:
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return int(status) if status else None
     status = getattr(response, "status_code", None) or getattr(exc, "status_code", None)
-    if status is None:
-        code = getattr(exc, "code", None)  # postgrest APIError carries the HTTP status as a string sometimes
-        status = int(code) if isinstance(code, str) and code.isdigit() and len(code) == 3 else None
-    return int(status) if isinstance(status, int) else status
+    if isinstance(status, int):
+        return status
+    code = getattr(exc, "code", None)  # postgrest's APIError carries the HTTP status as a string sometimes
+    return int(code) if isinstance(code, str) and code.isdigit() and len(code) == 3 else None
 
 
 def _s3_code(exc: BaseException) -> str | None:

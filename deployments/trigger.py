@@ -105,7 +105,7 @@ async def _start(store: JobStore, job: Job, params: dict[str, Any], settings: Se
     """Start (or find, on a repeat) the job's flow run with the validated `params`; a Prefect outage
     fails the job and answers 503."""
     log = StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-", secrets=settings.secret_values())
-    if job.status is not JobStatus.QUEUED and job.flow_run_id:
+    if job.status is not JobStatus.QUEUED:  # a repeat of a job already under way or finished: report it
         return _accepted(job)
     try:
         flow_run_id = await flow_runs.start_flow_run(job.id, params)

@@ -98,3 +98,13 @@ def test_raw_garbage_bodies_are_422(client: TestClient) -> None:
         response = client.post("/process-huggingface", content=raw, headers=auth)
         assert response.status_code == 422, (raw, response.text)
     assert _jobs() == 0
+
+
+def test_a_repeat_after_a_failed_start_reports_the_failed_job_and_starts_nothing(client: TestClient) -> None:
+    auth = {"Authorization": f"Bearer {SECRET}", "Idempotency-Key": "repeat-after-503"}
+    first = client.post("/process-huggingface", json={"dataset": "owner/name"}, headers=auth)
+    assert first.status_code == 503  # no Prefect configured here: the job is failed with the reason
+    again = client.post("/process-huggingface", json={"dataset": "owner/name"}, headers=auth)
+    assert again.status_code == 202
+    assert again.json() == {"job_id": first.json()["job_id"], "flow_run_id": None, "status": "failed"}
+    assert _jobs() == 1

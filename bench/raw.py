@@ -3,6 +3,8 @@ in a plain thread pool, with no orchestration. Usage: python -m bench.raw DATASE
 
 from __future__ import annotations
 
+from hf_ingest.fast_exit import exit_after_cleanup  # first, as in the CLI: both skip module teardown
+
 import json
 import sys
 import time
@@ -46,3 +48,4 @@ def main(dataset: str) -> dict[str, float]:
 
 if __name__ == "__main__":
     print(json.dumps(main(sys.argv[1])))
+    exit_after_cleanup(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hf_ingest.fast_exit import exit_after_cleanup  # first: its exit handler must run last
+
 import argparse
 import json
 import sys
@@ -102,5 +104,10 @@ def describe_outcome(job: Job) -> str:
     return "\n".join(lines)
 
 
+def entrypoint() -> None:
+    """The `hf-ingest` console script."""
+    exit_after_cleanup(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entrypoint()

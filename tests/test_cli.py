@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hf_ingest.sample import sample_rows
@@ -37,6 +38,14 @@ def test_make_sample_then_run_prints_the_completed_job(isolated_settings: Path, 
 
     shown = _cli(["show", job["id"]], env, isolated_settings)
     assert shown.returncode == 0 and json.loads(shown.stdout)["id"] == job["id"]
+
+    # The CLI skips Python's module teardown on exit (hf_ingest/fast_exit.py); the run's last
+    # log lines must still have reached the server before the process ended.
+    logs = httpx.post(
+        f"{prefect_api}/logs/filter",
+        json={"logs": {"flow_run_id": {"any_": [job["flow_run_id"]]}}, "sort": "TIMESTAMP_ASC"},
+    ).json()
+    assert "Finished in state Completed()" in [entry["message"] for entry in logs][-3:]
 
 
 def test_bad_arguments_are_refused_before_any_run(isolated_settings: Path) -> None:

@@ -14,14 +14,14 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.settings import get_settings
 from hf_ingest import runtime
-from hf_ingest.pipeline import SceneSource, store_validated, validate_rows
+from hf_ingest.pipeline import SceneSource, ingest_batch
 from hf_ingest.source import DatasetRequest, ImageRow, canonical_dataset, open_dataset
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
 def ingest_one(row: ImageRow, source: SceneSource) -> int:
-    batch = store_validated(runtime.object_store(), validate_rows([row], get_settings().max_image_pixels), source)
-    return runtime.job_store().upsert_scenes(batch.scenes)
+    outcome = ingest_batch([row], source, runtime.object_store(), runtime.job_store(), get_settings().max_image_pixels)
+    return outcome.scenes_recorded
 
 
 @flow(name="hf-ingest-naive", task_runner=ThreadPoolTaskRunner(max_workers=4))

@@ -1,5 +1,5 @@
-"""The raw limit: the same work as the flow (stream, full decode, hash, write originals, record rows)
-in a plain thread pool, with no orchestration. Usage: python -m bench.raw DATASET; prints JSON."""
+"""The raw limit: the same work as the flow (stream, full decode, hash, write originals, record rows:
+`hf_ingest.pipeline.ingest_batch`) in a plain thread pool, with no orchestration. Usage: python -m bench.raw DATASET; prints JSON."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from blocks.settings import get_settings
 from hf_ingest import runtime
-from hf_ingest.pipeline import SceneSource, store_validated, validate_rows
-from hf_ingest.source import DatasetRequest, canonical_dataset, open_dataset
+from hf_ingest.pipeline import BatchOutcome, SceneSource, ingest_batch
+from hf_ingest.source import DatasetRequest, ImageRow, canonical_dataset, open_dataset
 
 
 def main(dataset: str) -> dict[str, float]:
@@ -27,8 +27,8 @@ def main(dataset: str) -> dict[str, float]:
     stream = open_dataset(request)
     source = SceneSource(job_id, request.dataset, stream.config_name, request.split)
 
-    def work(rows: list) -> object:
-        return store_validated(objects, validate_rows(rows, settings.max_image_pixels), source)
+    def work(rows: list[ImageRow]) -> BatchOutcome:
+        return ingest_batch(rows, source, objects, store, settings.max_image_pixels)
 
     images = stored_bytes = 0
     with ThreadPoolExecutor(max_workers=settings.max_in_flight_batches) as pool:
@@ -37,12 +37,10 @@ def main(dataset: str) -> dict[str, float]:
             pending.append(pool.submit(work, rows))
             if len(pending) >= settings.max_in_flight_batches:
                 batch = pending.pop(0).result()
-                store.upsert_scenes(batch.scenes)
-                images, stored_bytes = images + len(batch.scenes), stored_bytes + batch.bytes_stored
+                images, stored_bytes = images + batch.scenes_recorded, stored_bytes + batch.bytes_stored
         for future in pending:
             batch = future.result()
-            store.upsert_scenes(batch.scenes)
-            images, stored_bytes = images + len(batch.scenes), stored_bytes + batch.bytes_stored
+            images, stored_bytes = images + batch.scenes_recorded, stored_bytes + batch.bytes_stored
     return {"images": images, "bytes": stored_bytes, "seconds": time.perf_counter() - started}
 
 

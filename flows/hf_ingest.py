@@ -3,9 +3,9 @@
 The story, top to bottom:
   1. the job row is made sure of and marked running (hooks do it too; they are not guaranteed);
   2. the dataset is opened as a stream (never downloaded whole);
-  3. rows go in batches to `validate_and_store`, a few batches in flight at once, so memory stays flat;
-  4. each finished batch is recorded as scenes, in order, by this flow's thread (one writer);
-  5. progress is mirrored into the job every few seconds, and the final counts at the end.
+  3. rows go in batches to the `ingest-batch` task, which validates, stores and records them as scenes,
+     a few batches in flight at once, so memory stays flat and this thread only reads the stream;
+  4. progress is mirrored into the job every few seconds, and the final counts at the end.
 Every task retries transient failures (network, 5xx, throttling) with exponential backoff and
 jitter, and fails fast on anything else. State hooks mirror the run's state into `jobs`.
 """
@@ -32,7 +32,7 @@ from hf_ingest import runtime
 from hf_ingest.backoff import call_with_backoff
 from hf_ingest.jobstore import JobStatus
 from hf_ingest.logs import StageLogger, install_secret_filter, scrub_secrets
-from hf_ingest.pipeline import IngestProgress, SceneSource, StoredBatch, store_validated, validate_rows
+from hf_ingest.pipeline import BatchOutcome, IngestProgress, SceneSource, ingest_batch
 from hf_ingest.source import DatasetRequest, DatasetStream, ImageRow, canonical_dataset, open_dataset
 
 # Batch tasks carry image bytes: never hash them for caching, never persist their results.
@@ -80,33 +80,28 @@ def open_source(request: DatasetRequest) -> DatasetStream:
     return stream
 
 
-@task(name="validate-and-store", **BATCH_TASK_OPTIONS)
+@task(name="ingest-batch", **BATCH_TASK_OPTIONS)
 @no_secrets_in_errors
-def validate_and_store(rows: list[ImageRow], source: SceneSource) -> StoredBatch:
-    """Decode every image, skip and count the bad ones, write the good ones' original bytes."""
-    settings = get_settings()
-    validated = validate_rows(rows, settings.max_image_pixels)
+def ingest_rows(rows: list[ImageRow], source: SceneSource) -> BatchOutcome:
+    """Decode every image, skip and count the bad ones, write the good ones' original bytes, upsert
+    their scenes. A retry repeats all of it cheaply: stored objects are found, recorded scenes kept."""
     started = time.perf_counter()
-    stored = store_validated(runtime.object_store(), validated, source)
+    outcome = ingest_batch(
+        rows, source, runtime.object_store(), runtime.job_store(), get_settings().max_image_pixels
+    )
     _log().info(
         "store",
         "batch stored",
         first_row=rows[0].row_index if rows else -1,
-        rows=stored.rows,
-        stored=stored.stored,
-        already_present=stored.already_present,
-        invalid=sum(stored.invalid.values()),
-        bytes=stored.bytes_stored,
+        rows=outcome.rows,
+        stored=outcome.stored,
+        already_present=outcome.already_present,
+        invalid=sum(outcome.invalid.values()),
+        recorded=outcome.scenes_recorded,
+        bytes=outcome.bytes_stored,
         seconds=round(time.perf_counter() - started, 3),
     )
-    return stored
-
-
-@task(name="record-scenes", **BATCH_TASK_OPTIONS)
-@no_secrets_in_errors
-def record_scenes(batch: StoredBatch) -> int:
-    """Upsert the batch's scenes; rows that exist already (a re-run) are left as they are."""
-    return runtime.job_store().upsert_scenes(batch.scenes)
+    return outcome
 
 
 @flow(
@@ -142,25 +137,24 @@ def hf_ingest(
 
         progress = IngestProgress()
         reporter = ProgressReporter(job_id, settings.progress_interval_seconds)
-        in_flight: deque[tuple[PrefectFuture[StoredBatch], int]] = deque()
+        in_flight: deque[tuple[PrefectFuture[BatchOutcome], int]] = deque()
 
-        def record_oldest() -> None:
+        def count_oldest() -> None:
             future, rows_in_batch = in_flight.popleft()
             try:
-                batch = future.result()
+                progress.add(future.result())
             except Exception:  # retries exhausted: count the batch as failed, keep the counts, fail the run
                 progress.failed += rows_in_batch
                 reporter.report_now(progress, log)
                 raise
-            progress.add(batch, record_scenes(quote(batch)))
             reporter.maybe_report(progress, log)
 
         for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
-            in_flight.append((validate_and_store.submit(quote(rows), source), len(rows)))
+            in_flight.append((ingest_rows.submit(quote(rows), source), len(rows)))
             if len(in_flight) >= settings.max_in_flight_batches:
-                record_oldest()
+                count_oldest()
         while in_flight:
-            record_oldest()
+            count_oldest()
 
         call_with_backoff(lambda: runtime.job_store().update_progress(job_id, progress.as_dict()))
         log.info("record", "import finished", **progress.as_dict())

@@ -1,6 +1,6 @@
-"""The work of one batch, as plain functions: validate → store → describe as scenes.
+"""The work of one batch, as plain functions: validate → store → record one scene row per image.
 
-The Prefect flow wraps these in tasks; tests and the benchmark's raw baseline call them directly.
+The Prefect flow wraps `ingest_batch` in a task; tests and the benchmark's raw baseline call it directly.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import fsspec
 
 from hf_ingest.images import ImageInfo, InvalidImage, InvalidReason, inspect_image
+from hf_ingest.jobstore.base import JobStore
 from hf_ingest.jobstore.model import Scene
 from hf_ingest.source import ImageRow
 from hf_ingest.storage import ObjectStore, PutOutcome, PutRequest, object_key
@@ -123,6 +124,34 @@ def store_validated(store: ObjectStore, batch: ValidatedBatch, source: SceneSour
     )
 
 
+@dataclass(frozen=True)
+class BatchOutcome:
+    """The counts a batch left behind (no bytes, no scenes: cheap to hold and pass around)."""
+
+    rows: int
+    stored: int
+    already_present: int
+    bytes_stored: int
+    scenes_recorded: int
+    invalid: Counter[str]
+
+
+def ingest_batch(
+    rows: Sequence[ImageRow], source: SceneSource, objects: ObjectStore, jobs: JobStore, max_pixels: int
+) -> BatchOutcome:
+    """Validate, store and record one batch; safe to repeat (objects are content-addressed, scenes upserted)."""
+    stored = store_validated(objects, validate_rows(rows, max_pixels), source)
+    recorded = jobs.upsert_scenes(stored.scenes) if stored.scenes else 0
+    return BatchOutcome(
+        rows=stored.rows,
+        stored=stored.stored,
+        already_present=stored.already_present,
+        bytes_stored=stored.bytes_stored,
+        scenes_recorded=recorded,
+        invalid=stored.invalid,
+    )
+
+
 @dataclass
 class IngestProgress:
     """Running totals of an import; `as_dict()` is what `jobs.progress` holds."""
@@ -135,12 +164,12 @@ class IngestProgress:
     failed: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
 
-    def add(self, batch: StoredBatch, scenes_recorded: int) -> None:
+    def add(self, batch: BatchOutcome) -> None:
         self.rows_seen += batch.rows
         self.stored += batch.stored
         self.already_present += batch.already_present
         self.bytes_stored += batch.bytes_stored
-        self.scenes_recorded += scenes_recorded
+        self.scenes_recorded += batch.scenes_recorded
         self.invalid.update(batch.invalid)
 
     def as_dict(self) -> dict[str, Any]:

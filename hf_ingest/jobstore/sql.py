@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,16 @@ class SqlJobStore:
         self.engine = engine
         metadata.create_all(engine, checkfirst=True)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        # SQLite has one writer at a time and makes the others poll (sleeping up to 100 ms a try);
+        # batches written from several threads queue on this lock instead and go as soon as it is free.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     @classmethod
     def from_url(cls, url: str) -> SqlJobStore:
@@ -112,7 +124,7 @@ class SqlJobStore:
             )
             .on_conflict_do_nothing(index_elements=["id"])
         )
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(statement)
         job = self.get_job(job_id)
         assert job is not None
@@ -146,11 +158,11 @@ class SqlJobStore:
             .where(jobs.c.id == job_id, jobs.c.status.in_([s.value for s in predecessors(status)]))
             .values(**values)
         )
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             return conn.execute(statement).rowcount == 1
 
     def set_flow_run_id(self, job_id: uuid.UUID, flow_run_id: str) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id)
@@ -158,7 +170,7 @@ class SqlJobStore:
             )
 
     def update_progress(self, job_id: uuid.UUID, progress: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 jobs.update().where(jobs.c.id == job_id).values(progress=progress, updated_at=utcnow())
             )
@@ -201,7 +213,7 @@ class SqlJobStore:
             .on_conflict_do_nothing(index_elements=["dataset", "config", "split", "row_index"])
             .returning(scenes.c.id)
         )
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             return len(conn.execute(statement, values).all())
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int:

@@ -87,6 +87,39 @@ def test_import_stores_exactly_the_valid_images_and_counts_the_rest(
         assert first["dataset"] == str(dataset.resolve()) and first["config"] == "default"
 
 
+def test_a_database_blip_while_a_batch_records_retries_the_batch_and_loses_nothing(
+    isolated_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest-batch task records its scenes; a dropped connection there retries the whole batch,
+    which finds its objects already stored and records each scene once."""
+    from sqlalchemy.exc import OperationalError
+
+    monkeypatch.setenv("BATCH_SIZE", "4")
+    runtime.reset()
+    store = runtime.job_store()
+    real_upsert = store.upsert_scenes
+    failures: list[int] = []
+
+    def upsert_dropping_the_second_batch(rows: list) -> int:  # the real upsert, once the "database" is back
+        if rows and rows[0].row_index == 4 and not failures:
+            failures.append(len(rows))
+            raise OperationalError("INSERT INTO scenes ...", {}, ConnectionError("server closed the connection"))
+        return real_upsert(rows)
+
+    monkeypatch.setattr(store, "upsert_scenes", upsert_dropping_the_second_batch)
+    job_id = uuid.uuid4()
+
+    hf_ingest(dataset=str(_parquet_dataset(isolated_settings)), job_id=job_id)
+
+    job = store.get_job(job_id)
+    assert failures, "the fault was injected"
+    assert job is not None and job.status is JobStatus.COMPLETED, job
+    assert job.progress["scenes_recorded"] == len(valid_cases())
+    assert job.progress["stored"] + job.progress["already_present"] == len(valid_cases())
+    assert job.progress["already_present"] >= 1  # the retry found the batch's objects already written
+    _assert_exactly_valid_images_stored(job_id, isolated_settings / "objects")
+
+
 def test_running_the_same_import_again_adds_nothing(isolated_settings: Path) -> None:
     dataset = _parquet_dataset(isolated_settings)
     first, second = uuid.uuid4(), uuid.uuid4()

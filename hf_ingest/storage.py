@@ -7,6 +7,7 @@ twice is a no-op and a retry or re-run never duplicates anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -138,12 +139,17 @@ class ObjectStore:
             os.makedirs(folder, exist_ok=True)
             descriptor = os.open(temporary, flags, 0o644)
         try:
-            view = memoryview(request.data)
-            while view:
-                view = view[os.write(descriptor, view):]
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, target)  # atomic: readers never see a partial object
+            try:
+                view = memoryview(request.data)
+                while view:
+                    view = view[os.write(descriptor, view):]
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, target)  # atomic: readers never see a partial object
+        except BaseException:  # disk full, interrupted: leave no half-written temporary behind
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         return PutOutcome.STORED
 
     async def _put_many_async(self, requests: Sequence[PutRequest]) -> dict[str, PutOutcome]:

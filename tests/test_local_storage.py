@@ -6,6 +6,8 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from hf_ingest.storage import ObjectStore, PutOutcome, PutRequest, object_key
 
 
@@ -56,3 +58,24 @@ def test_concurrent_writers_of_the_same_object_leave_one_whole_copy(tmp_path: Pa
     assert PutOutcome.STORED in outcomes
     assert (tmp_path / request.key).read_bytes() == data
     assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_a_failed_write_leaves_no_temporary_and_names_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from hf_ingest.transient import PermanentIngestError
+
+    store = ObjectStore(str(tmp_path))
+    request = _request(b"x" * 10_000)
+
+    def disk_full(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
+    with pytest.raises(PermanentIngestError, match="cannot write to .*No space left"):
+        store.put_many([request])
+    monkeypatch.undo()
+
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "neither the object nor a temporary"
+    assert store.put_many([request]) == {request.key: PutOutcome.STORED}  # and the next try works

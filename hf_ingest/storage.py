@@ -70,7 +70,6 @@ class ObjectStore:
             self.root = str(Path(rest).expanduser().resolve())
             self.fs: fsspec.AbstractFileSystem = fsspec.filesystem("file")
             self._root_uri = Path(self.root).as_uri()
-            self._made_dirs: set[str] = set()
         elif protocol in ("s3", "s3a"):
             self.root = rest.strip("/")
             if not self.root:
@@ -118,8 +117,8 @@ class ObjectStore:
     def _put_local(self, request: PutRequest) -> PutOutcome:
         """stat, open, write, close, rename: the fewest system calls that keep a write atomic.
 
-        This runs once per image, so it uses `os` directly (pathlib costs more than the syscalls)
-        and makes each `images/ab/` folder once per process."""
+        This runs once per image, so it uses `os` directly (pathlib costs more than the syscalls);
+        an `images/ab/` folder is made only when opening a file in it finds it missing."""
         target = self.path(request.key)
         try:
             if os.stat(target).st_size == len(request.data):
@@ -127,15 +126,12 @@ class ObjectStore:
         except FileNotFoundError:
             pass
         folder, name = os.path.split(target)
-        if folder not in self._made_dirs:
-            os.makedirs(folder, exist_ok=True)
-            self._made_dirs.add(folder)
         # Unique per process and thread: concurrent writers of the same object never share a temp file.
         temporary = f"{folder}/.{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         try:
             descriptor = os.open(temporary, flags, 0o644)
-        except FileNotFoundError:  # the folder was removed behind our back: make it again
+        except FileNotFoundError:  # the first object under this prefix (or its folder was removed)
             os.makedirs(folder, exist_ok=True)
             descriptor = os.open(temporary, flags, 0o644)
         try:

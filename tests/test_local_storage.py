@@ -41,7 +41,7 @@ def test_a_folder_removed_while_running_is_made_again(tmp_path: Path) -> None:
     store = ObjectStore(str(tmp_path))
     first, second = _request(b"one", "cd" + "0" * 62), _request(b"two", "cd" + "1" * 62)
     store.put_many([first])
-    shutil.rmtree(tmp_path / "images" / "cd")  # the store remembers it made this folder
+    shutil.rmtree(tmp_path / "images" / "cd")  # removed behind the store's back
 
     assert store.put_many([second]) == {second.key: PutOutcome.STORED}
     assert (tmp_path / second.key).read_bytes() == b"two"

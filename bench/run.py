@@ -23,7 +23,7 @@ import httpx
 import psutil
 
 from bench.datasets import ensure
-from deployments.stack import CHECKOUT, Stack, down, up
+from deployments.stack import CHECKOUT, Stack, down, running_pids, up
 
 BIN = Path(sys.executable).parent
 DATA = CHECKOUT / ".data" / "bench"
@@ -104,8 +104,7 @@ def repeated(kinds: list[str], dataset: Path, env: dict[str, str], repeat: int) 
 
 def wait_until_quiet(stack: Stack, timeout: float = 120) -> None:
     """Until the stack's processes use < 10 % of a core: the server digests a big run's events after it."""
-    pids = [int(json.loads(f.read_text())["pid"]) for f in (stack.state_dir / "run").glob("*.pid")]
-    processes = [psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)]
+    processes = [psutil.Process(pid) for pid in running_pids(stack)]
     processes += [c for p in list(processes) for c in p.children(recursive=True)]
     deadline = time.monotonic() + timeout
 

@@ -23,6 +23,8 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 WORK_POOL = "hf-ingest"
+# What `up` starts, in the order `down` stops it: the worker before the server, or it hangs.
+PROCESSES = ("trigger", "worker", "server", "prefect-db")
 HOST = "127.0.0.1"
 
 
@@ -125,6 +127,11 @@ def _read_pid(stack: Stack, name: str) -> int | None:
     except OSError:
         pass
     return pid
+
+
+def running_pids(stack: Stack) -> list[int]:
+    """The PIDs of the stack's processes that are still the ones `up` started."""
+    return [pid for name in PROCESSES if (pid := _read_pid(stack, name)) is not None]
 
 
 def _spawn(stack: Stack, name: str, argv: list[str]) -> int:
@@ -246,7 +253,7 @@ def _stop(stack: Stack, name: str, grace: float = 15.0) -> None:
 
 
 def down(stack: Stack) -> None:
-    for name in ("trigger", "worker", "server", "prefect-db"):  # the worker before the server, or it hangs
+    for name in PROCESSES:
         _stop(stack, name)
 
 

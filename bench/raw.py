@@ -9,7 +9,8 @@ import json
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from blocks.settings import get_settings
 from hf_ingest import runtime
@@ -32,15 +33,19 @@ def main(dataset: str) -> dict[str, float]:
 
     images = stored_bytes = 0
     with ThreadPoolExecutor(max_workers=settings.max_in_flight_batches) as pool:
-        pending = []
+        pending: deque[Future[BatchOutcome]] = deque()
+
+        def count_oldest() -> None:
+            nonlocal images, stored_bytes
+            batch = pending.popleft().result()
+            images, stored_bytes = images + batch.scenes_recorded, stored_bytes + batch.bytes_stored
+
         for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
             pending.append(pool.submit(work, rows))
             if len(pending) >= settings.max_in_flight_batches:
-                batch = pending.pop(0).result()
-                images, stored_bytes = images + batch.scenes_recorded, stored_bytes + batch.bytes_stored
-        for future in pending:
-            batch = future.result()
-            images, stored_bytes = images + batch.scenes_recorded, stored_bytes + batch.bytes_stored
+                count_oldest()
+        while pending:
+            count_oldest()
     return {"images": images, "bytes": stored_bytes, "seconds": time.perf_counter() - started}
 
 

@@ -68,16 +68,15 @@ async def reconcile_once(
     repairs: list[Repair] = []
     jobs = await run_in_threadpool(store.list_jobs, [JobStatus.QUEUED, JobStatus.RUNNING])
     for job in jobs:
+        log = StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-")
         try:
             repair = await _reconcile_job(store, job, read_run, start_run, queued_grace, now)
         except Exception as exc:  # one bad job (or Prefect down) must not stop the pass
-            StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-").warning(
-                "reconcile", "job not reconciled", error=type(exc).__name__
-            )
+            log.warning("reconcile", "job not reconciled", error=type(exc).__name__)
             continue
         if repair is not None:
             repairs.append(repair)
-            StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-").info(
+            log.info(
                 "reconcile", "job repaired", before=repair.before.value,
                 after=repair.after.value if repair.after else "-", reason=repair.reason,
             )

@@ -9,7 +9,7 @@ import hashlib
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fsspec
@@ -38,14 +38,14 @@ class ValidatedBatch:
 
 
 @dataclass(frozen=True)
-class StoredBatch:
-    """What a batch left behind, without the image bytes (safe to hold and pass around)."""
+class BatchOutcome:
+    """The counts a batch left behind (no bytes, no scenes: cheap to hold and pass around)."""
 
     rows: int
-    scenes: list[Scene]
     stored: int
     already_present: int
     bytes_stored: int
+    scenes_recorded: int
     invalid: Counter[str]
 
 
@@ -89,8 +89,10 @@ class SceneSource:
     public_base_url: str | None = None
 
 
-def store_validated(store: ObjectStore, batch: ValidatedBatch, source: SceneSource) -> StoredBatch:
-    """Write the batch's objects (idempotent) and describe each stored image as a scene row."""
+def store_validated(
+    store: ObjectStore, batch: ValidatedBatch, source: SceneSource
+) -> tuple[list[Scene], BatchOutcome]:
+    """Write the batch's objects (idempotent); the scene row of each valid image, and the counts so far."""
     unique: dict[str, PutRequest] = {}
     for image in batch.valid:
         unique.setdefault(image.key, PutRequest(image.key, image.data, image.info.content_type))
@@ -114,42 +116,22 @@ def store_validated(store: ObjectStore, batch: ValidatedBatch, source: SceneSour
         )
         for image in batch.valid
     ]
-    return StoredBatch(
+    return scenes, BatchOutcome(
         rows=batch.rows,
-        scenes=scenes,
         stored=len(stored),
         already_present=len(outcomes) - len(stored),
         bytes_stored=sum(len(unique[k].data) for k in stored),
+        scenes_recorded=0,
         invalid=batch.invalid,
     )
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    """The counts a batch left behind (no bytes, no scenes: cheap to hold and pass around)."""
-
-    rows: int
-    stored: int
-    already_present: int
-    bytes_stored: int
-    scenes_recorded: int
-    invalid: Counter[str]
 
 
 def ingest_batch(
     rows: Sequence[ImageRow], source: SceneSource, objects: ObjectStore, jobs: JobStore, max_pixels: int
 ) -> BatchOutcome:
     """Validate, store and record one batch; safe to repeat (objects are content-addressed, scenes upserted)."""
-    stored = store_validated(objects, validate_rows(rows, max_pixels), source)
-    recorded = jobs.upsert_scenes(stored.scenes) if stored.scenes else 0
-    return BatchOutcome(
-        rows=stored.rows,
-        stored=stored.stored,
-        already_present=stored.already_present,
-        bytes_stored=stored.bytes_stored,
-        scenes_recorded=recorded,
-        invalid=stored.invalid,
-    )
+    scenes, outcome = store_validated(objects, validate_rows(rows, max_pixels), source)
+    return replace(outcome, scenes_recorded=jobs.upsert_scenes(scenes))
 
 
 @dataclass

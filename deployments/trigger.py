@@ -176,12 +176,17 @@ async def _start_webhook_job(hook: SupabaseWebhook, store: JobStore, settings: S
     return await _start(store, job, params, settings)
 
 
-@app.get("/jobs/{job_id}", response_model=JobOut, responses={**_ERRORS, 404: {"model": Problem}}, dependencies=[Authorized])
-async def get_job(job_id: uuid.UUID, store: Store) -> dict[str, Any]:
-    """The job row: status, error, progress counts, timestamps, flow run id."""
+async def _job_or_404(store: JobStore, job_id: uuid.UUID) -> Job:
     job = await run_in_threadpool(store.get_job, job_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
+    return job
+
+
+@app.get("/jobs/{job_id}", response_model=JobOut, responses={**_ERRORS, 404: {"model": Problem}}, dependencies=[Authorized])
+async def get_job(job_id: uuid.UUID, store: Store) -> dict[str, Any]:
+    """The job row: status, error, progress counts, timestamps, flow run id."""
+    job = await _job_or_404(store, job_id)
     return job.as_dict()
 
 
@@ -194,9 +199,7 @@ async def get_job(job_id: uuid.UUID, store: Store) -> dict[str, Any]:
 )
 async def cancel_job(job_id: uuid.UUID, store: Store) -> Any:
     """Cancel the job's flow run; the job ends `cancelled` (unless it finished first)."""
-    job = await run_in_threadpool(store.get_job, job_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
+    job = await _job_or_404(store, job_id)
     if job.status.is_terminal:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is already {job.status.value}")
     if job.flow_run_id:
@@ -223,9 +226,7 @@ async def retry_job(job_id: uuid.UUID, store: Store, settings: CurrentSettings) 
 
     What the first attempt stored is found in place (content-addressed objects, unique scenes),
     so the new job uploads only what is missing. Retrying the same job again returns the same new job."""
-    job = await run_in_threadpool(store.get_job, job_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
+    job = await _job_or_404(store, job_id)
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise HTTPException(status.HTTP_409_CONFLICT, f"only failed or cancelled jobs are retried; this one is {job.status.value}")
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hf_ingest.fast_exit import exit_after_cleanup  # first, as in the CLI
 
+import asyncio
 import json
 import sys
 
@@ -13,11 +14,11 @@ from prefect import flow
 
 
 @flow(name="hf-ingest-floor")
-def empty(dataset: str) -> int:
-    """Nothing: what any flow run with a parameter costs before it does work."""
+async def empty(dataset: str) -> int:
+    """Nothing: what any flow run with a parameter costs before it does work (async, like the flow)."""
     return 0
 
 
 if __name__ == "__main__":
-    print(json.dumps({"images": empty(sys.argv[1]), "bytes": 0}))
+    print(json.dumps({"images": asyncio.run(empty(sys.argv[1])), "bytes": 0}))
     exit_after_cleanup(0)

@@ -40,10 +40,13 @@ class SupabaseCredentials(Block):
 
 
 def apply_blocks(settings: Settings) -> Settings:
-    """`settings` with the values of the blocks named by STORAGE_BLOCK / SUPABASE_BLOCK, if any."""
+    """`settings` with the values of the blocks named by STORAGE_BLOCK / SUPABASE_BLOCK, if any.
+
+    Loaded with `_sync=True`: settings are read by sync code that can run on an event loop's thread
+    (the async flow's hooks, the trigger's routes), where `Block.load` would return a coroutine."""
     update: dict[str, object] = {}
     if settings.storage_block:
-        bucket = R2Bucket.load(settings.storage_block)
+        bucket = R2Bucket.load(settings.storage_block, _sync=True)
         update.update(
             storage_url=bucket.storage_url,
             s3_endpoint_url=bucket.endpoint_url,
@@ -52,6 +55,6 @@ def apply_blocks(settings: Settings) -> Settings:
             public_base_url=bucket.public_base_url or settings.public_base_url,
         )
     if settings.supabase_block:
-        supabase = SupabaseCredentials.load(settings.supabase_block)
+        supabase = SupabaseCredentials.load(settings.supabase_block, _sync=True)
         update.update(supabase_url=supabase.url, supabase_service_role_key=supabase.service_role_key)
     return settings.model_copy(update=update) if update else settings

@@ -4,14 +4,20 @@ The story, top to bottom:
   1. the job row is made sure of and marked running (hooks do it too; they are not guaranteed);
   2. the dataset is opened as a stream (never downloaded whole);
   3. rows go in batches to the `ingest-batch` task, which validates, stores and records them as scenes,
-     a few batches in flight at once, so memory stays flat and this thread only reads the stream;
+     a few batches in flight at once, so memory stays flat and one thread only reads the stream;
   4. progress is mirrored into the job every few seconds, and the final counts at the end.
 Every task retries transient failures (network, 5xx, throttling) with exponential backoff and
 jitter, and fails fast on anything else. State hooks mirror the run's state into `jobs`.
+
+The flow is `async` only for how it ends: Prefect's sync engine joins its heartbeat thread, which
+sleeps in 1 s steps (0-1 s more per run); the async engine does not wait for it. Everything that
+blocks runs in a thread (`asyncio.to_thread`), as Prefect advises for async flows, so the event
+loop is never held.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -114,7 +120,7 @@ def ingest_rows(rows: list[ImageRow], source: SceneSource) -> BatchOutcome:
     on_crashed=[mirror_job_state],
     on_cancellation=[mirror_job_state],
 )
-def hf_ingest(
+async def hf_ingest(
     dataset: str,
     config: str | None = None,
     split: str = "train",
@@ -131,55 +137,63 @@ def hf_ingest(
         request = DatasetRequest(canonical_dataset(dataset), config, split, image_column, limit)
         log = _log()
 
-        start_job(job_id, request.as_params(), run_id)
-        stream = open_source(request)
+        await asyncio.to_thread(start_job, job_id, request.as_params(), run_id)
+        stream = await asyncio.to_thread(open_source, request)
         source = SceneSource(job_id, request.dataset, stream.config_name, split, settings.public_base_url)
+        reporter = ProgressReporter(job_id, settings.progress_interval_seconds, log)
+        progress = await asyncio.to_thread(ingest_stream, stream, source, reporter)
 
-        progress = IngestProgress()
-        reporter = ProgressReporter(job_id, settings.progress_interval_seconds)
-        in_flight: deque[tuple[PrefectFuture[BatchOutcome], int]] = deque()
-
-        def count_oldest() -> None:
-            future, rows_in_batch = in_flight.popleft()
-            try:
-                progress.add(future.result())
-            except Exception:  # retries exhausted: count the batch as failed, keep the counts, fail the run
-                progress.failed += rows_in_batch
-                reporter.report_now(progress, log)
-                raise
-            reporter.maybe_report(progress, log)
-
-        for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
-            in_flight.append((ingest_rows.submit(quote(rows), source), len(rows)))
-            if len(in_flight) >= settings.max_in_flight_batches:
-                count_oldest()
-        while in_flight:
-            count_oldest()
-
-        call_with_backoff(lambda: runtime.job_store().update_progress(job_id, progress.as_dict()))
+        await asyncio.to_thread(call_with_backoff, lambda: runtime.job_store().update_progress(job_id, progress.as_dict()))
         log.info("record", "import finished", **progress.as_dict())
         return {"job_id": str(job_id), **progress.as_dict()}
+
+
+def ingest_stream(stream: DatasetStream, source: SceneSource, reporter: ProgressReporter) -> IngestProgress:
+    """Read the stream into `ingest-batch` tasks, at most MAX_IN_FLIGHT_BATCHES at once (memory stays flat),
+    and count each batch as it finishes, oldest first. A batch out of retries fails the run, its rows counted."""
+    settings = get_settings()
+    progress = IngestProgress()
+    in_flight: deque[tuple[PrefectFuture[BatchOutcome], int]] = deque()
+
+    def count_oldest() -> None:
+        future, rows_in_batch = in_flight.popleft()
+        try:
+            progress.add(future.result())
+        except Exception:  # retries exhausted: count the batch as failed, keep the counts, fail the run
+            progress.failed += rows_in_batch
+            reporter.report_now(progress)
+            raise
+        reporter.maybe_report(progress)
+
+    for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
+        in_flight.append((ingest_rows.submit(quote(rows), source), len(rows)))
+        if len(in_flight) >= settings.max_in_flight_batches:
+            count_oldest()
+    while in_flight:
+        count_oldest()
+    return progress
 
 
 class ProgressReporter:
     """Mirrors the running counts into `jobs.progress`, at most once per interval (never per image)."""
 
-    def __init__(self, job_id: uuid.UUID, interval_seconds: float) -> None:
+    def __init__(self, job_id: uuid.UUID, interval_seconds: float, log: StageLogger) -> None:
         self.job_id = job_id
         self.interval = interval_seconds
+        self.log = log
         self.last = 0.0
 
-    def maybe_report(self, progress: IngestProgress, log: StageLogger) -> None:
+    def maybe_report(self, progress: IngestProgress) -> None:
         if time.monotonic() - self.last >= self.interval:
-            self.report_now(progress, log)
+            self.report_now(progress)
 
-    def report_now(self, progress: IngestProgress, log: StageLogger) -> None:
+    def report_now(self, progress: IngestProgress) -> None:
         self.last = time.monotonic()
         counts = progress.as_dict()
         try:
             runtime.job_store().update_progress(self.job_id, counts)
         except Exception as exc:  # progress is advisory; the final counts are written again at the end
-            log.warning("record", "progress not written", error=type(exc).__name__)
+            self.log.warning("record", "progress not written", error=type(exc).__name__)
             return
-        log.info("record", "progress", **counts)
+        self.log.info("record", "progress", **counts)
 

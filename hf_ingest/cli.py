@@ -60,19 +60,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(job.as_dict(), indent=2))
         return 0
 
+    import asyncio
+
     from prefect.states import State
 
     from flows.hf_ingest import hf_ingest
 
     job_id = uuid.uuid4()
-    state: State = hf_ingest(
-        dataset=args.dataset,
-        config=args.config,
-        split=args.split,
-        image_column=args.image_column,
-        limit=args.limit,
-        job_id=job_id,
-        return_state=True,
+    state: State = asyncio.run(
+        hf_ingest(
+            dataset=args.dataset,
+            config=args.config,
+            split=args.split,
+            image_column=args.image_column,
+            limit=args.limit,
+            job_id=job_id,
+            return_state=True,
+        )
     )
     job = runtime.job_store().get_job(job_id)
     print(json.dumps(job.as_dict() if job else {"job_id": str(job_id), "state": state.type.value}, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -68,7 +69,7 @@ def test_import_stores_exactly_the_valid_images_and_counts_the_rest(
     dataset = _parquet_dataset(isolated_settings) if layout == "parquet" else _imagefolder_dataset(isolated_settings)
     job_id = uuid.uuid4()
 
-    result = hf_ingest(dataset=str(dataset), job_id=job_id)
+    result = asyncio.run(hf_ingest(dataset=str(dataset), job_id=job_id))
 
     job = runtime.job_store().get_job(job_id)
     assert job is not None and job.status is JobStatus.COMPLETED, job
@@ -109,7 +110,7 @@ def test_a_database_blip_while_a_batch_records_retries_the_batch_and_loses_nothi
     monkeypatch.setattr(store, "upsert_scenes", upsert_dropping_the_second_batch)
     job_id = uuid.uuid4()
 
-    hf_ingest(dataset=str(_parquet_dataset(isolated_settings)), job_id=job_id)
+    asyncio.run(hf_ingest(dataset=str(_parquet_dataset(isolated_settings)), job_id=job_id))
 
     job = store.get_job(job_id)
     assert failures, "the fault was injected"
@@ -123,9 +124,9 @@ def test_a_database_blip_while_a_batch_records_retries_the_batch_and_loses_nothi
 def test_running_the_same_import_again_adds_nothing(isolated_settings: Path) -> None:
     dataset = _parquet_dataset(isolated_settings)
     first, second = uuid.uuid4(), uuid.uuid4()
-    hf_ingest(dataset=str(dataset), job_id=first)
+    asyncio.run(hf_ingest(dataset=str(dataset), job_id=first))
     objects = runtime.object_store().count_objects()
-    hf_ingest(dataset=str(dataset), job_id=second)
+    asyncio.run(hf_ingest(dataset=str(dataset), job_id=second))
 
     job = runtime.job_store().get_job(second)
     assert job and job.status is JobStatus.COMPLETED
@@ -138,7 +139,7 @@ def test_running_the_same_import_again_adds_nothing(isolated_settings: Path) -> 
 def test_limit_and_explicit_image_column(isolated_settings: Path) -> None:
     dataset = _parquet_dataset(isolated_settings)
     job_id = uuid.uuid4()
-    hf_ingest(dataset=str(dataset), image_column="image", limit=3, job_id=job_id)
+    asyncio.run(hf_ingest(dataset=str(dataset), image_column="image", limit=3, job_id=job_id))
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.COMPLETED and job.progress["rows_seen"] == 3
     assert job.params["limit"] == 3
@@ -147,7 +148,7 @@ def test_limit_and_explicit_image_column(isolated_settings: Path) -> None:
 def test_dataset_without_an_image_column_fails_with_a_readable_error(isolated_settings: Path) -> None:
     dataset = write_parquet_dataset(isolated_settings / "no-images", [{"text": "a", "n": 1}, {"text": "b", "n": 2}])
     job_id = uuid.uuid4()
-    state = hf_ingest(dataset=str(dataset), job_id=job_id, return_state=True)
+    state = asyncio.run(hf_ingest(dataset=str(dataset), job_id=job_id, return_state=True))
     assert state.is_failed()
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.FAILED and job.finished_at
@@ -158,20 +159,20 @@ def test_dataset_without_an_image_column_fails_with_a_readable_error(isolated_se
 def test_unknown_image_column_and_missing_dataset_fail_fast(isolated_settings: Path) -> None:
     dataset = _parquet_dataset(isolated_settings)
     job_id = uuid.uuid4()
-    state = hf_ingest(dataset=str(dataset), image_column="photo", job_id=job_id, return_state=True)
+    state = asyncio.run(hf_ingest(dataset=str(dataset), image_column="photo", job_id=job_id, return_state=True))
     assert state.is_failed()
     job = runtime.job_store().get_job(job_id)
     assert job and "image column 'photo' is not in" in (job.error or "")
 
     missing = uuid.uuid4()
-    state = hf_ingest(dataset=str(isolated_settings / "nowhere"), job_id=missing, return_state=True)
+    state = asyncio.run(hf_ingest(dataset=str(isolated_settings / "nowhere"), job_id=missing, return_state=True))
     job = runtime.job_store().get_job(missing)
     assert job and job.status is JobStatus.FAILED and "Couldn't find" in (job.error or "")
 
 
 def test_a_run_without_job_id_creates_its_own_job(isolated_settings: Path) -> None:
     dataset = _parquet_dataset(isolated_settings)
-    state = hf_ingest(dataset=str(dataset), limit=2, return_state=True)
+    state = asyncio.run(hf_ingest(dataset=str(dataset), limit=2, return_state=True))
     result = state.result()
     job = runtime.job_store().get_job(uuid.UUID(result["job_id"]))
     assert job and job.status is JobStatus.COMPLETED
@@ -194,7 +195,7 @@ def test_a_crashed_run_ends_failed_with_crashed_in_the_error(
     monkeypatch.setattr(module, "open_dataset", crash)
     job_id = uuid.uuid4()
     with pytest.raises(Boom):
-        hf_ingest(dataset=str(_parquet_dataset(isolated_settings)), job_id=job_id)
+        asyncio.run(hf_ingest(dataset=str(_parquet_dataset(isolated_settings)), job_id=job_id))
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.FAILED and job.finished_at
     assert (job.error or "").startswith("crashed:")
@@ -255,7 +256,7 @@ def test_hostile_rows_are_skipped_and_counted_never_a_crash(isolated_settings: P
     (dataset / "data").mkdir(parents=True)
     pq.write_table(table, dataset / "data" / "train-00000-of-00001.parquet")
     job_id = uuid.uuid4()
-    hf_ingest(dataset=str(dataset), job_id=job_id)
+    asyncio.run(hf_ingest(dataset=str(dataset), job_id=job_id))
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.COMPLETED
     assert job.progress["stored"] == 1 and job.progress["scenes_recorded"] == 1

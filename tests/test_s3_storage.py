@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
@@ -43,7 +44,7 @@ def test_import_to_s3_stores_objects_and_public_urls(
     runtime.reset()
     dataset = _dataset(isolated_settings, copies=1)
     job_id = uuid.uuid4()
-    hf_ingest(dataset=str(dataset), job_id=job_id)
+    asyncio.run(hf_ingest(dataset=str(dataset), job_id=job_id))
 
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.COMPLETED
@@ -69,7 +70,7 @@ def test_transient_store_failures_are_absorbed_by_retries(
     dataset = _dataset(isolated_settings)
     fault_proxy.plan = every_nth(3, ["500", "503", "reset"])  # type: ignore[attr-defined]
     job_id = uuid.uuid4()
-    hf_ingest(dataset=str(dataset), job_id=job_id)
+    asyncio.run(hf_ingest(dataset=str(dataset), job_id=job_id))
 
     injected = {f for _, _, f in fault_proxy.faults}  # type: ignore[attr-defined]
     assert injected == {"500", "503", "reset"}
@@ -89,7 +90,7 @@ def test_a_store_that_never_recovers_fails_the_job_in_bounded_time(
     fault_proxy.plan = lambda method, path: "503" if method == "PUT" else None  # type: ignore[attr-defined]
     job_id = uuid.uuid4()
     started = time.monotonic()
-    state = hf_ingest(dataset=str(dataset), job_id=job_id, return_state=True)
+    state = asyncio.run(hf_ingest(dataset=str(dataset), job_id=job_id, return_state=True))
     elapsed = time.monotonic() - started
 
     assert state.is_failed()
@@ -108,7 +109,7 @@ def test_a_missing_bucket_fails_fast_and_names_the_store(
     runtime.reset()
     job_id = uuid.uuid4()
     started = time.monotonic()
-    state = hf_ingest(dataset=str(_dataset(isolated_settings, copies=0)), job_id=job_id, return_state=True)
+    state = asyncio.run(hf_ingest(dataset=str(_dataset(isolated_settings, copies=0)), job_id=job_id, return_state=True))
     assert state.is_failed()
     assert time.monotonic() - started < 30
     job = runtime.job_store().get_job(job_id)
@@ -136,7 +137,7 @@ def test_an_r2_block_on_the_prefect_server_replaces_the_environment(
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     runtime.reset()
     job_id = uuid.uuid4()
-    hf_ingest(dataset=str(_dataset(isolated_settings, copies=0)), job_id=job_id)
+    asyncio.run(hf_ingest(dataset=str(_dataset(isolated_settings, copies=0)), job_id=job_id))
 
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.COMPLETED

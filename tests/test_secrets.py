@@ -84,7 +84,7 @@ def test_a_failure_about_the_token_itself_leaks_it_nowhere(
     monkeypatch.setattr(module, "open_dataset", rejected)
     caplog.set_level(logging.DEBUG)
     job_id = uuid.uuid4()
-    state = hf_ingest(dataset=str(write_sample_dataset(isolated_settings / "s")), job_id=job_id, return_state=True)
+    state = asyncio.run(hf_ingest(dataset=str(write_sample_dataset(isolated_settings / "s")), job_id=job_id, return_state=True))
 
     assert state.is_failed()
     job = runtime.job_store().get_job(job_id)
@@ -107,10 +107,10 @@ def test_s3_keys_stay_out_of_everything_on_success_and_on_failure(
     caplog.set_level(logging.DEBUG)
     dataset = write_sample_dataset(isolated_settings / "s")
     ok, failed = uuid.uuid4(), uuid.uuid4()
-    hf_ingest(dataset=str(dataset), job_id=ok)
+    asyncio.run(hf_ingest(dataset=str(dataset), job_id=ok))
     monkeypatch.setenv("STORAGE_URL", "s3://bucket-that-does-not-exist/x")
     runtime.reset()
-    state = hf_ingest(dataset=str(dataset), job_id=failed, return_state=True)
+    state = asyncio.run(hf_ingest(dataset=str(dataset), job_id=failed, return_state=True))
     assert state.is_failed()
 
     store = runtime.job_store()

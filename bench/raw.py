@@ -26,6 +26,7 @@ def main(dataset: str) -> dict[str, float]:
     request = DatasetRequest(canonical_dataset(dataset))
     store.create_job(job_id, request.as_params())
     stream = open_dataset(request)
+    runtime.freeze_long_lived_objects()  # as the flow does
     source = SceneSource(job_id, request.dataset, stream.config_name, request.split)
 
     def work(rows: list[ImageRow]) -> BatchOutcome:

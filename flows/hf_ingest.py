@@ -10,9 +10,9 @@ Every task retries transient failures (network, 5xx, throttling) with exponentia
 jitter, and fails fast on anything else. State hooks mirror the run's state into `jobs`.
 
 The flow is `async` only for how it ends: Prefect's sync engine joins its heartbeat thread, which
-sleeps in 1 s steps (0-1 s more per run); the async engine does not wait for it. Everything that
-blocks runs in a thread (`asyncio.to_thread`), as Prefect advises for async flows, so the event
-loop is never held.
+sleeps in 1 s steps (0-1 s more per run); the async engine does not wait for it. The body hands
+everything that blocks to a thread (`asyncio.to_thread`), as Prefect advises for async flows; the
+sync state hooks run on the loop's thread, where nothing else is waiting.
 """
 
 from __future__ import annotations
@@ -139,13 +139,15 @@ async def hf_ingest(
 
         await asyncio.to_thread(start_job, job_id, request.as_params(), run_id)
         stream = await asyncio.to_thread(open_source, request)
+        runtime.freeze_long_lived_objects()  # what is alive now lives as long as the run: out of GC scans
         source = SceneSource(job_id, request.dataset, stream.config_name, split, settings.public_base_url)
         reporter = ProgressReporter(job_id, settings.progress_interval_seconds, log)
         progress = await asyncio.to_thread(ingest_stream, stream, source, reporter)
 
-        await asyncio.to_thread(call_with_backoff, lambda: runtime.job_store().update_progress(job_id, progress.as_dict()))
-        log.info("record", "import finished", **progress.as_dict())
-        return {"job_id": str(job_id), **progress.as_dict()}
+        final_counts = progress.as_dict()
+        await asyncio.to_thread(call_with_backoff, lambda: runtime.job_store().update_progress(job_id, final_counts))
+        log.info("record", "import finished", **final_counts)
+        return {"job_id": str(job_id), **final_counts}
 
 
 def ingest_stream(stream: DatasetStream, source: SceneSource, reporter: ProgressReporter) -> IngestProgress:

@@ -16,6 +16,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,14 @@ DATA = CHECKOUT / ".data" / "bench"
 SECRET = "bench-webhook-secret"
 
 
-def measure(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+def measure(argv: list[str], env: dict[str, str], settle: Callable[[], None]) -> dict[str, Any]:
     """Run one import process; wall time and the peak RSS of its whole process tree.
 
-    Dirty pages of the previous run are flushed first: otherwise their writeback lands on
-    whichever run comes next (±15 % here on 20,000-file runs)."""
+    The previous run must not land on this one: its dirty pages are flushed (their writeback
+    otherwise costs whichever run comes next ±15 % here on 20,000-file runs), and `settle` waits
+    until the Prefect server has digested its events and logs."""
     os.sync()
-    time.sleep(1)
+    settle()
     started = time.perf_counter()
     process = subprocess.Popen(argv, cwd=CHECKOUT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     peak = 0
@@ -61,7 +64,9 @@ def measure(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "peak_rss_mb": peak / 2**20, "stdout": stdout.decode()}
 
 
-def run_import(kind: str, dataset: Path, base_env: dict[str, str], storage: str | None = None) -> dict[str, Any]:
+def run_import(
+    kind: str, dataset: Path, base_env: dict[str, str], settle: Callable[[], None], storage: str | None = None
+) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="hf-ingest-bench-"))
     env = {**base_env, "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite'}"}
     env["STORAGE_URL"] = storage or str(scratch / "objects")
@@ -72,7 +77,7 @@ def run_import(kind: str, dataset: Path, base_env: dict[str, str], storage: str 
         "floor": [str(BIN / "python"), "-m", "bench.floor", str(dataset)],
     }[kind]
     try:
-        result = measure(argv, env)
+        result = measure(argv, env, settle)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if kind == "flow":
@@ -93,17 +98,20 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "all_seconds": [round(m["seconds"], 2) for m in runs]}
 
 
-def repeated(kinds: list[str], dataset: Path, env: dict[str, str], repeat: int) -> dict[str, dict[str, Any]]:
+def repeated(
+    kinds: list[str], dataset: Path, env: dict[str, str], settle: Callable[[], None], repeat: int
+) -> dict[str, dict[str, Any]]:
     """Each kind `repeat` times, interleaved (raw, flow, raw, flow, ...), so drift hits both alike."""
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for _ in range(repeat):
         for kind in kinds:
-            runs[kind].append(run_import(kind, dataset, env))
+            runs[kind].append(run_import(kind, dataset, env, settle))
     return {kind: median_run(r) for kind, r in runs.items()}
 
 
-def wait_until_quiet(stack: Stack, timeout: float = 120) -> None:
-    """Until the stack's processes use < 10 % of a core: the server digests a big run's events after it."""
+def wait_until_quiet(stack: Stack, timeout: float = 60) -> None:
+    """Until the stack's processes use < 15 % of a core (idle, the worker's polls take ~10 %): the
+    server digests a run's events and logs for a while after it."""
     processes = [psutil.Process(pid) for pid in running_pids(stack)]
     processes += [c for p in list(processes) for c in p.children(recursive=True)]
     deadline = time.monotonic() + timeout
@@ -121,7 +129,7 @@ def wait_until_quiet(stack: Stack, timeout: float = 120) -> None:
     while time.monotonic() < deadline:
         before = busy()
         time.sleep(2)
-        if busy() - before < 0.2:
+        if busy() - before < 0.3:
             return
 
 
@@ -185,18 +193,19 @@ def main() -> int:
     server = None
     try:
         big = datasets[f"small-{small_n}"]
-        small = repeated(["raw", "flow", "floor"], big, env, int(os.environ.get("BENCH_REPEAT", 3)))
+        settle = partial(wait_until_quiet, stack)
+        small = repeated(["raw", "flow", "floor"], big, env, settle, int(os.environ.get("BENCH_REPEAT", 5)))
         results["raw_small"], results["flow_small"], results["floor"] = small["raw"], small["flow"], small["floor"]
-        results["flow_5k"] = run_import("flow", datasets["small-5000"], env)
-        results["naive_5k"] = run_import("naive", datasets["small-5000"], env)
-        results["raw_large"] = run_import("raw", datasets["large-200"], env)
-        results["flow_large"] = run_import("flow", datasets["large-200"], env)
+        results["flow_5k"] = run_import("flow", datasets["small-5000"], env, settle)
+        results["naive_5k"] = run_import("naive", datasets["small-5000"], env, settle)
+        results["raw_large"] = run_import("raw", datasets["large-200"], env, settle)
+        results["flow_large"] = run_import("flow", datasets["large-200"], env, settle)
         server, endpoint = s3_server()
         s3_env = {**env, "S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                   "AWS_DEFAULT_REGION": "us-east-1"}
         # moto's S3 server takes ~35 ms a PUT here, so the S3 rows use 1,000 images
-        results["raw_s3_5k"] = run_import("raw", datasets["small-1000"], s3_env, "s3://bench/raw")
-        results["flow_s3_5k"] = run_import("flow", datasets["small-1000"], s3_env, "s3://bench/flow")
+        results["raw_s3_5k"] = run_import("raw", datasets["small-1000"], s3_env, settle, "s3://bench/raw")
+        results["flow_s3_5k"] = run_import("flow", datasets["small-1000"], s3_env, settle, "s3://bench/flow")
         latencies = trigger_latency(stack)
     finally:
         if server is not None:

@@ -26,14 +26,13 @@ def main(dataset: str) -> dict[str, float]:
     request = DatasetRequest(canonical_dataset(dataset))
     store.create_job(job_id, request.as_params())
     stream = open_dataset(request)
-    runtime.freeze_long_lived_objects()  # as the flow does
     source = SceneSource(job_id, request.dataset, stream.config_name, request.split)
 
     def work(rows: list[ImageRow]) -> BatchOutcome:
         return ingest_batch(rows, source, objects, store, settings.max_image_pixels)
 
     images = stored_bytes = 0
-    with ThreadPoolExecutor(max_workers=settings.max_in_flight_batches) as pool:
+    with runtime.long_lived_objects_frozen(), ThreadPoolExecutor(max_workers=settings.max_in_flight_batches) as pool:
         pending: deque[Future[BatchOutcome]] = deque()
 
         def count_oldest() -> None:

@@ -11,7 +11,7 @@ jitter, and fails fast on anything else. State hooks mirror the run's state into
 
 The flow is `async` only for how it ends: Prefect's sync engine joins its heartbeat thread, which
 sleeps in 1 s steps (0-1 s more per run); the async engine does not wait for it. The body hands
-everything that blocks to a thread (`asyncio.to_thread`), as Prefect advises for async flows; the
+the work that blocks to threads (`asyncio.to_thread`), as Prefect advises for async flows; the
 sync state hooks run on the loop's thread, where nothing else is waiting.
 """
 
@@ -139,10 +139,10 @@ async def hf_ingest(
 
         await asyncio.to_thread(start_job, job_id, request.as_params(), run_id)
         stream = await asyncio.to_thread(open_source, request)
-        runtime.freeze_long_lived_objects()  # what is alive now lives as long as the run: out of GC scans
         source = SceneSource(job_id, request.dataset, stream.config_name, split, settings.public_base_url)
         reporter = ProgressReporter(job_id, settings.progress_interval_seconds, log)
-        progress = await asyncio.to_thread(ingest_stream, stream, source, reporter)
+        with runtime.long_lived_objects_frozen():  # what is alive now outlives the batches: out of GC scans
+            progress = await asyncio.to_thread(ingest_stream, stream, source, reporter)
 
         final_counts = progress.as_dict()
         await asyncio.to_thread(call_with_backoff, lambda: runtime.job_store().update_progress(job_id, final_counts))

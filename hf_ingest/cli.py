@@ -5,6 +5,7 @@ from __future__ import annotations
 from hf_ingest.fast_exit import exit_after_cleanup  # first: its exit handler must run last
 
 import argparse
+import asyncio
 import json
 import sys
 import uuid
@@ -59,8 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(json.dumps(job.as_dict(), indent=2))
         return 0
-
-    import asyncio
 
     from prefect.states import State
 

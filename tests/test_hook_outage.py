@@ -74,9 +74,8 @@ def _run_with_outage(outage: Outage, dataset: Path, down_for: float) -> tuple[An
         mirror_job_state(flow, flow_run, state)
 
     job_id = uuid.uuid4()
-    state = asyncio.run(hf_ingest.with_options(on_completion=[database_down_then_mirror])(
-        dataset=str(dataset), job_id=job_id, return_state=True
-    ))
+    flow_with_outage = hf_ingest.with_options(on_completion=[database_down_then_mirror])
+    state = asyncio.run(flow_with_outage(dataset=str(dataset), job_id=job_id, return_state=True))
     return state, job_id, restarted[0]
 
 

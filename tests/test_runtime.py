@@ -13,7 +13,7 @@ class _Node:
         self.me = self  # a reference cycle: only the cyclic collector frees it
 
 
-def test_freezing_collects_the_dead_and_takes_the_living_out_of_gc_scans_until_exit() -> None:
+def test_freezing_collects_the_young_dead_and_takes_the_living_out_of_gc_scans_until_exit() -> None:
     dead = _Node()
     dead_ref = weakref.ref(dead)
     del dead

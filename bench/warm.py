@@ -1,0 +1,75 @@
+"""What orchestration costs once a process is up: the raw loop and the flow, alternating in ONE
+process that has already imported Prefect, each run on a fresh database and object store.
+
+`hf-ingest run` pays Prefect's start-up (import, first API clients, the engine's first run) once per
+process; this separates that fixed cost from what the flow adds per image. Usage:
+python -m bench.warm DATASET WARMUP_DATASET REPEAT (against PREFECT_API_URL; run by bench.run,
+which sets up the stack); prints JSON with every run's seconds.
+"""
+
+from __future__ import annotations
+
+from hf_ingest.fast_exit import exit_after_cleanup  # first, as in the CLI
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import raw
+from bench.run import wait_until_quiet
+from deployments.stack import Stack
+from flows.hf_ingest import hf_ingest
+from hf_ingest import runtime
+
+
+def run_raw(dataset: str) -> dict[str, float]:
+    result = raw.main(dataset)
+    return {"images": result["images"], "bytes": result["bytes"]}
+
+
+def run_flow(dataset: str) -> dict[str, float]:
+    progress = asyncio.run(hf_ingest(dataset=dataset))
+    return {"images": progress["scenes_recorded"], "bytes": progress["bytes_stored"]}
+
+
+def timed(work: Callable[[str], dict[str, float]], dataset: str, settle: Callable[[], None]) -> dict[str, float]:
+    """One run on its own database and object store, started on a quiet stack with no dirty pages."""
+    scratch = Path(tempfile.mkdtemp(prefix="hf-ingest-bench-warm-"))
+    os.environ.update(DATABASE_URL=f"sqlite:///{scratch / 'db.sqlite'}", STORAGE_URL=str(scratch / "objects"))
+    runtime.reset()
+    try:
+        os.sync()
+        settle()
+        started = time.perf_counter()
+        result = work(dataset)
+        return {**result, "seconds": time.perf_counter() - started}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main(dataset: str, warmup_dataset: str, repeat: int) -> dict[str, Any]:
+    stack = Stack.from_env()
+
+    def settle() -> None:
+        wait_until_quiet(stack)
+
+    kinds: dict[str, Callable[[str], dict[str, float]]] = {"raw": run_raw, "flow": run_flow}
+    for work in kinds.values():  # first calls import datasets, open clients, build caches: not measured
+        timed(work, warmup_dataset, settle)
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
+    for _ in range(repeat):
+        for kind, work in kinds.items():
+            runs[kind].append(timed(work, dataset, settle))
+    return runs
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2], int(sys.argv[3]))))
+    exit_after_cleanup(0)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,7 @@ def timed(work: Callable[[str], dict[str, float]], dataset: str, settle: Callabl
 
 
 def main(dataset: str, warmup_dataset: str, repeat: int) -> dict[str, Any]:
-    stack = Stack.from_env()
-
-    def settle() -> None:
-        wait_until_quiet(stack)
-
+    settle = partial(wait_until_quiet, Stack.from_env())
     kinds: dict[str, Callable[[str], dict[str, float]]] = {"raw": run_raw, "flow": run_flow}
     for work in kinds.values():  # first calls import datasets, open clients, build caches: not measured
         timed(work, warmup_dataset, settle)

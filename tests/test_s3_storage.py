@@ -15,7 +15,7 @@ from hf_ingest import runtime
 from hf_ingest.hub_formats import write_parquet_dataset
 from hf_ingest.jobstore import JobStatus
 from tests.image_cases import cases, valid_cases
-from tests.s3_fixtures import every_nth
+from tests.fault_proxy import every_nth
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from hf_ingest.hub_formats import encode_image, write_parquet_dataset
 from hf_ingest.jobstore.sql import SqlJobStore
 from hf_ingest.sample import sample_rows, write_sample_dataset
-from tests.s3_fixtures import free_port
+from tests.fault_proxy import free_port
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SECRET = "e2e-webhook-secret-0123456789"

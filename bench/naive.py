@@ -14,13 +14,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.settings import get_settings
 from hf_ingest import runtime
-from hf_ingest.pipeline import SceneSource, ingest_batch
+from hf_ingest.pipeline import ImageReader, SceneSource, ingest_batch
 from hf_ingest.source import DatasetRequest, ImageRow, canonical_dataset, open_dataset
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def ingest_one(row: ImageRow, source: SceneSource) -> int:
-    outcome = ingest_batch([row], source, runtime.object_store(), runtime.job_store(), get_settings().max_image_pixels)
+def ingest_one(row: ImageRow, source: SceneSource, reader: ImageReader) -> int:
+    outcome = ingest_batch([row], source, reader, runtime.object_store(), runtime.job_store())
     return outcome.scenes_recorded
 
 
@@ -30,8 +30,9 @@ def naive(dataset: str) -> int:
     job_id = uuid.uuid4()
     runtime.job_store().create_job(job_id, request.as_params())
     stream = open_dataset(request)
-    source = SceneSource(job_id, request.dataset, stream.config_name, request.split)
-    futures = [ingest_one.submit(row, source) for rows in stream.batches(256) for row in rows]
+    source = SceneSource.for_stream(job_id, stream)
+    reader = ImageReader.for_stream(stream, get_settings().max_image_pixels)
+    futures = [ingest_one.submit(row, source, reader) for rows in stream.batches(256, 2**26) for row in rows]
     return sum(f.result() for f in futures)
 
 

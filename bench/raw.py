@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from blocks.settings import get_settings
 from hf_ingest import runtime
-from hf_ingest.pipeline import BatchOutcome, SceneSource, ingest_batch
+from hf_ingest.pipeline import BatchOutcome, ImageReader, SceneSource, ingest_batch
 from hf_ingest.source import DatasetRequest, ImageRow, canonical_dataset, open_dataset
 
 
@@ -25,11 +25,13 @@ def main(dataset: str) -> dict[str, float]:
     job_id = uuid.uuid4()
     request = DatasetRequest(canonical_dataset(dataset))
     store.create_job(job_id, request.as_params())
-    stream = open_dataset(request)
-    source = SceneSource(job_id, request.dataset, stream.config_name, request.split)
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    stream = open_dataset(request, token, settings.max_image_bytes)
+    source = SceneSource.for_stream(job_id, stream)
+    reader = ImageReader.for_stream(stream, settings.max_image_pixels)
 
     def work(rows: list[ImageRow]) -> BatchOutcome:
-        return ingest_batch(rows, source, objects, store, settings.max_image_pixels)
+        return ingest_batch(rows, source, reader, objects, store)
 
     images = stored_bytes = 0
     with runtime.long_lived_objects_frozen(), ThreadPoolExecutor(max_workers=settings.max_in_flight_batches) as pool:

@@ -7,10 +7,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from hf_ingest.hub import is_hub_id
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
-HUB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
+REVISION_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$"  # a git ref name or a commit sha
 
 
 class ImportRequest(BaseModel):
@@ -18,7 +19,7 @@ class ImportRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"dataset": "owner/name", "split": "train", "limit": 1000}]},
+        json_schema_extra={"examples": [{"dataset": "owner/name", "split": "train", "revision": "main", "limit": 1000}]},
     )
 
     dataset: str = Field(
@@ -29,6 +30,13 @@ class ImportRequest(BaseModel):
     )
     config: str | None = Field(default=None, pattern=NAME_PATTERN, description="dataset configuration (subset)")
     split: str = Field(default="train", pattern=NAME_PATTERN)
+    revision: str = Field(
+        default="main",
+        min_length=1,
+        max_length=255,
+        pattern=REVISION_PATTERN,
+        description="branch, tag or commit sha of the Hub dataset; the import reads the commit it names when it starts",
+    )
     image_column: str | None = Field(
         default=None,
         min_length=1,
@@ -37,6 +45,13 @@ class ImportRequest(BaseModel):
         description="default: the first column with the Image feature",
     )
     limit: int | None = Field(default=None, ge=1, le=1_000_000_000, description="import at most this many rows")
+
+    @field_validator("revision")
+    @classmethod
+    def _no_parent_steps(cls, revision: str) -> str:
+        if ".." in revision:
+            raise ValueError("revision must not contain '..'")
+        return revision
 
 
 class SupabaseWebhook(BaseModel):
@@ -107,9 +122,7 @@ class Problem(BaseModel):
 
 def resolve_dataset(dataset: str, local_root: Path | None) -> str:
     """A Hub id as given, or a local folder resolved inside `local_root`; ValueError says why not."""
-    import re
-
-    if re.fullmatch(HUB_ID_PATTERN, dataset) and ".." not in dataset:
+    if is_hub_id(dataset):
         return dataset
     if local_root is None:
         raise ValueError(

@@ -38,7 +38,7 @@ from hf_ingest import runtime
 from hf_ingest.backoff import call_with_backoff
 from hf_ingest.jobstore import JobStatus
 from hf_ingest.logs import StageLogger, install_secret_filter, scrub_secrets
-from hf_ingest.pipeline import BatchOutcome, IngestProgress, SceneSource, ingest_batch
+from hf_ingest.pipeline import BatchOutcome, ImageReader, IngestProgress, SceneSource, ingest_batch
 from hf_ingest.source import DatasetRequest, DatasetStream, ImageRow, canonical_dataset, open_dataset
 
 # Batch tasks carry image bytes: never hash them for caching, never persist their results.
@@ -70,17 +70,19 @@ def start_job(job_id: uuid.UUID, params: dict[str, Any], flow_run_id: str) -> No
 @task(name="open-dataset", **BATCH_TASK_OPTIONS)
 @no_secrets_in_errors
 def open_source(request: DatasetRequest) -> DatasetStream:
-    """Resolve the dataset, its split and its image column; a missing dataset or column fails here, fast."""
-    token = get_settings().hf_token
-    stream = open_dataset(request, token.get_secret_value() if token else None)
+    """Resolve the commit, the split and the image column; a missing dataset, revision or column fails here, fast."""
+    settings = get_settings()
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    stream = open_dataset(request, token, settings.max_image_bytes)
     _log().info(
         "load",
         "dataset opened",
         dataset=request.dataset,
         config=stream.config_name,
         split=request.split,
-        image_column=stream.image_column,
-        metadata_columns=",".join(stream.scalar_columns) or "-",
+        revision=stream.revision or "local",
+        image_column=stream.image_column + ("[*]" if stream.slot.is_list else ""),
+        metadata_columns=",".join(stream.metadata.columns) or "-",
         limit=request.limit if request.limit is not None else "none",
     )
     return stream
@@ -88,13 +90,11 @@ def open_source(request: DatasetRequest) -> DatasetStream:
 
 @task(name="ingest-batch", **BATCH_TASK_OPTIONS)
 @no_secrets_in_errors
-def ingest_rows(rows: list[ImageRow], source: SceneSource) -> BatchOutcome:
+def ingest_rows(rows: list[ImageRow], source: SceneSource, reader: ImageReader) -> BatchOutcome:
     """Decode every image, skip and count the bad ones, write the good ones' original bytes, upsert
     their scenes. A retry repeats all of it cheaply: stored objects are found, recorded scenes kept."""
     started = time.perf_counter()
-    outcome = ingest_batch(
-        rows, source, runtime.object_store(), runtime.job_store(), get_settings().max_image_pixels
-    )
+    outcome = ingest_batch(rows, source, reader, runtime.object_store(), runtime.job_store())
     _log().info(
         "store",
         "batch stored",
@@ -104,6 +104,7 @@ def ingest_rows(rows: list[ImageRow], source: SceneSource) -> BatchOutcome:
         already_present=outcome.already_present,
         invalid=sum(outcome.invalid.values()),
         recorded=outcome.scenes_recorded,
+        updated=outcome.scenes_updated,
         bytes=outcome.bytes_stored,
         seconds=round(time.perf_counter() - started, 3),
     )
@@ -124,6 +125,7 @@ async def hf_ingest(
     dataset: str,
     config: str | None = None,
     split: str = "train",
+    revision: str = "main",
     image_column: str | None = None,
     limit: int | None = None,
     job_id: uuid.UUID | None = None,
@@ -134,15 +136,16 @@ async def hf_ingest(
         install_secret_filter(settings.secret_values())
         run_id = str(current_flow_run.id)
         job_id = job_id or uuid.UUID(run_id)
-        request = DatasetRequest(canonical_dataset(dataset), config, split, image_column, limit)
+        request = DatasetRequest(canonical_dataset(dataset), config, split, revision, image_column, limit)
         log = _log()
 
         await asyncio.to_thread(start_job, job_id, request.as_params(), run_id)
         stream = await asyncio.to_thread(open_source, request)
-        source = SceneSource(job_id, request.dataset, stream.config_name, split, settings.public_base_url)
+        source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
+        reader = ImageReader.for_stream(stream, settings.max_image_pixels)
         reporter = ProgressReporter(job_id, settings.progress_interval_seconds, log)
         with runtime.long_lived_objects_frozen():  # what is alive now outlives the batches: out of GC scans
-            progress = await asyncio.to_thread(ingest_stream, stream, source, reporter)
+            progress = await asyncio.to_thread(ingest_stream, stream, source, reader, reporter)
 
         final_counts = progress.as_dict()
         await asyncio.to_thread(call_with_backoff, lambda: runtime.job_store().update_progress(job_id, final_counts))
@@ -150,11 +153,13 @@ async def hf_ingest(
         return {"job_id": str(job_id), **final_counts}
 
 
-def ingest_stream(stream: DatasetStream, source: SceneSource, reporter: ProgressReporter) -> IngestProgress:
+def ingest_stream(
+    stream: DatasetStream, source: SceneSource, reader: ImageReader, reporter: ProgressReporter
+) -> IngestProgress:
     """Read the stream into `ingest-batch` tasks, at most MAX_IN_FLIGHT_BATCHES at once (memory stays flat),
     and count each batch as it finishes, oldest first. A batch out of retries fails the run, its rows counted."""
     settings = get_settings()
-    progress = IngestProgress()
+    progress = IngestProgress(revision=stream.revision)
     in_flight: deque[tuple[PrefectFuture[BatchOutcome], int]] = deque()
 
     def count_oldest() -> None:
@@ -168,7 +173,7 @@ def ingest_stream(stream: DatasetStream, source: SceneSource, reporter: Progress
         reporter.maybe_report(progress)
 
     for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
-        in_flight.append((ingest_rows.submit(quote(rows), source), len(rows)))
+        in_flight.append((ingest_rows.submit(quote(rows), source, reader), len(rows)))
         if len(in_flight) >= settings.max_in_flight_batches:
             count_oldest()
     while in_flight:

@@ -21,7 +21,7 @@ from hf_ingest.logs import StageLogger, redact
 
 logger = logging.getLogger("hf_ingest.hooks")
 
-_PARAM_NAMES = ("dataset", "config", "split", "image_column", "limit")
+_PARAM_NAMES = ("dataset", "config", "split", "revision", "image_column", "limit")
 
 
 def job_id_for(flow_run: Any) -> uuid.UUID:

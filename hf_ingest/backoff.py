@@ -11,9 +11,17 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from hf_ingest.transient import is_transient
+from hf_ingest.transient import is_transient, retry_after_seconds
 
 T = TypeVar("T")
+
+
+def backoff_delay(
+    attempt: int, exc: BaseException, *, base_delay: float = 0.5, max_delay: float = 10.0, jitter: float = 0.5
+) -> float:
+    """Exponential backoff with jitter for the `attempt`-th retry, never shorter than the server's Retry-After."""
+    delay = min(max_delay, base_delay * 2**attempt) * (1 + random.uniform(-jitter, jitter))
+    return max(delay, min(retry_after_seconds(exc) or 0.0, 60.0))
 
 
 def call_with_backoff(
@@ -32,6 +40,5 @@ def call_with_backoff(
         except Exception as exc:
             if attempt == attempts - 1 or not is_transient(exc):
                 raise
-            delay = min(max_delay, base_delay * 2**attempt)
-            sleep(delay * (1 + random.uniform(-jitter, jitter)))
+            sleep(backoff_delay(attempt, exc, base_delay=base_delay, max_delay=max_delay, jitter=jitter))
     raise AssertionError("unreachable")

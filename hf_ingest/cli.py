@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("dataset", help="Hub id (owner/name) or a local folder in the Hub's formats")
     run.add_argument("--config", default=None, help="dataset configuration (subset)")
     run.add_argument("--split", default="train")
+    run.add_argument("--revision", default="main", help="branch, tag or commit of a Hub dataset (default: main)")
     run.add_argument("--image-column", default=None, help="default: the first Image column")
     run.add_argument("--limit", type=_positive, default=None, help="import at most this many rows")
     show = commands.add_parser("show", help="print a job")
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dataset=args.dataset,
             config=args.config,
             split=args.split,
+            revision=args.revision,
             image_column=args.image_column,
             limit=args.limit,
             job_id=job_id,

@@ -2,6 +2,9 @@
 
 `Image.verify()` does not notice a truncated JPEG; `load()` does. The pixel guard runs
 on the header's claimed size, before any pixel is decoded, so a bomb costs nothing.
+Pillow opens only ALLOWED_FORMATS: formats a browser shows under the stored content type,
+never EPS/PS/PDF (Ghostscript) or the long tail of formats Pillow also parses (dataset
+content is untrusted input).
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 # Our own guard (max_pixels) replaces Pillow's global one, so a configured limit is the only limit.
 Image.MAX_IMAGE_PIXELS = None
+
+ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP") + (
+    ("AVIF",) if features.check("avif") else ()
+)
 
 _EXTENSIONS = {
     "JPEG": "jpg",
@@ -24,7 +31,10 @@ _EXTENSIONS = {
     "TIFF": "tif",
     "BMP": "bmp",
     "MPO": "jpg",
+    "AVIF": "avif",
 }
+# A multi-picture JPEG (MPO, from stereo cameras) is a JPEG to every viewer: stored as one.
+_CONTENT_TYPES = {"MPO": "image/jpeg"}
 
 
 class InvalidReason(StrEnum):
@@ -35,6 +45,7 @@ class InvalidReason(StrEnum):
     TOO_LARGE = "too_large"
     CORRUPT = "corrupt"
     MISSING_FILE = "missing_file"
+    OUTSIDE_DATASET = "outside_dataset"
 
 
 class InvalidImage(Exception):
@@ -62,7 +73,7 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
                 width, height = image.size
                 if width <= 0 or height <= 0:
                     raise InvalidImage(InvalidReason.CORRUPT, f"bad dimensions {width}x{height}")
@@ -76,7 +87,9 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     except InvalidImage:
         raise
     except UnidentifiedImageError:
-        raise InvalidImage(InvalidReason.NOT_AN_IMAGE, "Pillow cannot identify the format") from None
+        raise InvalidImage(
+            InvalidReason.NOT_AN_IMAGE, f"not one of the accepted formats ({', '.join(ALLOWED_FORMATS)})"
+        ) from None
     except Image.DecompressionBombError as exc:
         raise InvalidImage(InvalidReason.TOO_LARGE, str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
@@ -85,6 +98,6 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
         width=width,
         height=height,
         format=fmt,
-        content_type=Image.MIME.get(fmt, "application/octet-stream"),
+        content_type=_CONTENT_TYPES.get(fmt) or Image.MIME.get(fmt, "application/octet-stream"),
         extension=_EXTENSIONS.get(fmt, fmt.lower()),
     )

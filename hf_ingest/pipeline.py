@@ -9,16 +9,18 @@ import hashlib
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import fsspec
-
+from hf_ingest.dataset_files import DatasetFiles
 from hf_ingest.images import ImageInfo, InvalidImage, InvalidReason, inspect_image
 from hf_ingest.jobstore.base import JobStore
 from hf_ingest.jobstore.model import Scene
-from hf_ingest.source import ImageRow
+from hf_ingest.source import DatasetStream, ImageRow
 from hf_ingest.storage import ObjectStore, PutOutcome, PutRequest, object_key
+
+FILE_READ_THREADS = 8  # path-only rows of a batch are read this many at a time (Hub reads are round trips)
 
 
 @dataclass(frozen=True)
@@ -47,35 +49,66 @@ class BatchOutcome:
     bytes_stored: int
     scenes_recorded: int
     invalid: Counter[str]
+    scenes_updated: int = 0
 
 
-def read_image_bytes(row: ImageRow) -> bytes:
-    """The row's image bytes: inline (parquet/Hub) or read from its path (imagefolder)."""
-    if row.data is not None:
-        return bytes(row.data)
-    if not row.path:
-        raise InvalidImage(InvalidReason.EMPTY, "row has neither bytes nor a path")
-    try:
-        with fsspec.open(row.path, "rb") as handle:
-            return handle.read()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise InvalidImage(InvalidReason.MISSING_FILE, f"{row.path}: {type(exc).__name__}") from None
+@dataclass(frozen=True)
+class ImageReader:
+    """How a batch gets and judges its images: inline bytes or a file of the dataset, capped, fully decoded."""
+
+    files: DatasetFiles
+    max_bytes: int
+    max_pixels: int
+
+    @classmethod
+    def for_stream(cls, stream: DatasetStream, max_pixels: int) -> ImageReader:
+        return cls(stream.files, stream.max_image_bytes, max_pixels)
+
+    def read(self, row: ImageRow) -> bytes:
+        """The row's image bytes, or `InvalidImage` saying why there are none to use."""
+        if row.problem is not None:
+            raise row.problem
+        if row.data is not None:
+            if len(row.data) > self.max_bytes:
+                raise InvalidImage(
+                    InvalidReason.TOO_LARGE, f"{len(row.data)} bytes exceeds MAX_IMAGE_BYTES={self.max_bytes}"
+                )
+            return bytes(row.data)
+        if row.file is None:
+            raise InvalidImage(InvalidReason.EMPTY, "row has neither bytes nor a path")
+        return self.files.read(row.file, self.max_bytes)
 
 
-def validate_rows(rows: Sequence[ImageRow], max_pixels: int) -> ValidatedBatch:
+def validate_rows(rows: Sequence[ImageRow], reader: ImageReader) -> ValidatedBatch:
     """Decode every image; keep the usable ones with their hash and key, count the rest by reason."""
     valid: list[ValidImage] = []
     invalid: Counter[str] = Counter()
-    for row in rows:
+    for row, data in zip(rows, _read_all(rows, reader), strict=True):
         try:
-            data = read_image_bytes(row)
-            info = inspect_image(data, max_pixels)
+            if isinstance(data, InvalidImage):
+                raise data
+            info = inspect_image(data, reader.max_pixels)
         except InvalidImage as exc:
             invalid[exc.reason.value] += 1
             continue
         digest = hashlib.sha256(data).hexdigest()
         valid.append(ValidImage(row, info, digest, object_key(digest, info.extension), data))
     return ValidatedBatch(rows=len(rows), valid=valid, invalid=invalid)
+
+
+def _read_all(rows: Sequence[ImageRow], reader: ImageReader) -> list[bytes | InvalidImage]:
+    """Every row's bytes (or why not); files are read a few at a time, inline bytes just taken."""
+
+    def read(row: ImageRow) -> bytes | InvalidImage:
+        try:
+            return reader.read(row)
+        except InvalidImage as exc:
+            return exc
+
+    if sum(1 for row in rows if row.file is not None) < 2:
+        return [read(row) for row in rows]
+    with ThreadPoolExecutor(FILE_READ_THREADS, thread_name_prefix="read-file") as pool:
+        return list(pool.map(read, rows))
 
 
 @dataclass(frozen=True)
@@ -86,7 +119,13 @@ class SceneSource:
     dataset: str
     config: str
     split: str
+    revision: str | None = None
     public_base_url: str | None = None
+
+    @classmethod
+    def for_stream(cls, job_id: uuid.UUID, stream: DatasetStream, public_base_url: str | None = None) -> SceneSource:
+        request = stream.request
+        return cls(job_id, request.dataset, stream.config_name, request.split, stream.revision, public_base_url)
 
 
 def store_validated(
@@ -104,6 +143,7 @@ def store_validated(
             dataset=source.dataset,
             config=source.config,
             split=source.split,
+            image_column=image.row.image_column,
             row_index=image.row.row_index,
             object_key=image.key,
             url=store.url(image.key, source.public_base_url),
@@ -113,6 +153,7 @@ def store_validated(
             height=image.info.height,
             bytes=len(image.data),
             metadata=image.row.metadata,
+            revision=source.revision,
         )
         for image in batch.valid
     ]
@@ -127,11 +168,12 @@ def store_validated(
 
 
 def ingest_batch(
-    rows: Sequence[ImageRow], source: SceneSource, objects: ObjectStore, jobs: JobStore, max_pixels: int
+    rows: Sequence[ImageRow], source: SceneSource, reader: ImageReader, objects: ObjectStore, jobs: JobStore
 ) -> BatchOutcome:
     """Validate, store and record one batch; safe to repeat (objects are content-addressed, scenes upserted)."""
-    scenes, outcome = store_validated(objects, validate_rows(rows, max_pixels), source)
-    return replace(outcome, scenes_recorded=jobs.upsert_scenes(scenes))
+    scenes, outcome = store_validated(objects, validate_rows(rows, reader), source)
+    recorded = jobs.upsert_scenes(scenes)
+    return replace(outcome, scenes_recorded=recorded.inserted, scenes_updated=recorded.updated)
 
 
 @dataclass
@@ -142,9 +184,11 @@ class IngestProgress:
     stored: int = 0
     already_present: int = 0
     scenes_recorded: int = 0
+    scenes_updated: int = 0
     bytes_stored: int = 0
     failed: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
+    revision: str | None = None  # the commit read (Hub datasets)
 
     def add(self, batch: BatchOutcome) -> None:
         self.rows_seen += batch.rows
@@ -152,6 +196,7 @@ class IngestProgress:
         self.already_present += batch.already_present
         self.bytes_stored += batch.bytes_stored
         self.scenes_recorded += batch.scenes_recorded
+        self.scenes_updated += batch.scenes_updated
         self.invalid.update(batch.invalid)
 
     def as_dict(self) -> dict[str, Any]:
@@ -163,5 +208,7 @@ class IngestProgress:
             "invalid_total": sum(self.invalid.values()),
             "failed": self.failed,
             "scenes_recorded": self.scenes_recorded,
+            "scenes_updated": self.scenes_updated,
             "bytes_stored": self.bytes_stored,
+            "revision": self.revision,
         }

@@ -1,19 +1,32 @@
-"""Reading a dataset as a stream of image rows, from the Hub or a local folder in the Hub's formats.
+"""A dataset split as a stream of image rows, from the Hub (at one commit) or a local folder in the Hub's formats.
 
-`load_dataset(..., streaming=True)` never downloads the whole dataset. The image column
-is cast to `Image(decode=False)`: with decoding on, the first corrupt image would end the
-iterator and the rest of the dataset would be lost. We decode (and judge) images ourselves.
+Opening resolves everything that can fail for good before any image is read: the commit a revision
+names, the configuration, the split, the image column. Reading never downloads the whole dataset;
+batches close at `batch_size` images or `max_bytes` of image bytes, whichever comes first, so memory
+is bounded by bytes whatever the image sizes or the file layout. A network error while reading is
+retried with backoff and the stream goes on where it stopped; a refusal fails at once, naming the
+dataset.
 """
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from hf_ingest.transient import PermanentIngestError
+from hf_ingest.backoff import backoff_delay
+from hf_ingest.dataset_files import DatasetFiles, FileRef, HubDatasetFiles, LocalDatasetFiles
+from hf_ingest.images import InvalidImage
+from hf_ingest.metadata import MetadataColumns
+from hf_ingest.row_sources import DatasetsRows, ParquetRows, RowSource, parquet_features
+from hf_ingest.transient import PermanentIngestError, is_transient
+
+logger = logging.getLogger("hf_ingest.source")
+
+STREAM_READ_ATTEMPTS = 8  # consecutive failures of the Hub while streaming, before the import fails
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,7 @@ class DatasetRequest:
     dataset: str
     config: str | None = None
     split: str = "train"
+    revision: str = "main"
     image_column: str | None = None
     limit: int | None = None
 
@@ -31,6 +45,7 @@ class DatasetRequest:
             "dataset": self.dataset,
             "config": self.config,
             "split": self.split,
+            "revision": self.revision,
             "image_column": self.image_column,
             "limit": self.limit,
         }
@@ -38,51 +53,129 @@ class DatasetRequest:
 
 @dataclass(frozen=True)
 class ImageRow:
-    """One row of the stream: the image's bytes (parquet/Hub) or only its path (imagefolder)."""
+    """One image of the stream: its bytes (parquet, WebDataset) or the dataset file holding it (imagefolder).
+
+    `problem` is what the reader already knows is wrong (a path outside the dataset, a missing file):
+    the row is counted under that reason without being read."""
 
     row_index: int
+    image_column: str  # `image`, or `images[2]` for the third image of a list column
     data: bytes | None
-    path: str | None
+    file: FileRef | None = None
+    problem: InvalidImage | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else (self.file.size if self.file else 0)
+
+
+@dataclass(frozen=True)
+class ImageSlot:
+    """Where a row keeps its image(s): one `Image` column, or a list of images (one scene each)."""
+
+    column: str
+    is_list: bool = False
+
+    def images(self, value: Any) -> Iterator[tuple[str, Any]]:
+        if not self.is_list:
+            yield self.column, value
+            return
+        for position, item in enumerate(value or ()):
+            yield f"{self.column}[{position}]", item
 
 
 @dataclass
 class DatasetStream:
-    """An opened dataset: which image column, which config, and the rows in batches."""
+    """An opened dataset split at one commit, read as batches of `ImageRow`."""
 
     request: DatasetRequest
     config_name: str
-    image_column: str
-    scalar_columns: list[str]
-    _iterable: Any
+    revision: str | None  # the commit sha read; None for a local folder
+    slot: ImageSlot
+    metadata: MetadataColumns
+    files: DatasetFiles
+    rows: RowSource
+    max_image_bytes: int
+    hf_token: str | None = field(default=None, repr=False)
+    sleep: Callable[[float], None] = time.sleep
 
-    def batches(self, batch_size: int, max_bytes: int | None = None) -> Iterator[list[ImageRow]]:
-        """Rows in order, at most `batch_size` rows and about `max_bytes` of image bytes at a time.
+    @property
+    def image_column(self) -> str:
+        return self.slot.column
 
-        The byte bound keeps memory flat whatever the image sizes: a batch of 1,024 thumbnails
-        and a batch of a few hundred 12-megapixel photos cost about the same."""
+    def batches(self, batch_size: int, max_bytes: int) -> Iterator[list[ImageRow]]:
+        """Images in order, at most `batch_size` of them and about `max_bytes` of image bytes per batch."""
         row_index = 0
         batch: list[ImageRow] = []
         size = 0
-        for columns in self._iterable.iter(batch_size=batch_size):
-            images = columns[self.image_column]
-            scalars = {name: columns[name] for name in self.scalar_columns if name in columns}
-            for offset, image in enumerate(images):
-                image = image or {}
-                row = ImageRow(
-                    row_index=row_index,
-                    data=image.get("bytes"),
-                    path=image.get("path"),
-                    metadata={name: _json_scalar(values[offset]) for name, values in scalars.items()},
-                )
+        limit = self.request.limit
+        for table in self._chunks_resumed():
+            if limit is not None and row_index + table.num_rows > limit:
+                table = table.slice(0, max(0, limit - row_index))
+            images = table.column(self.slot.column).to_pylist()
+            columns = {name: table.column(name).to_pylist() for name in self.metadata.columns}
+            for offset, value in enumerate(images):
+                metadata = self.metadata.row({name: values[offset] for name, values in columns.items()})
+                for column, image in self.slot.images(value):
+                    row = self._image_row(row_index, column, image, metadata)
+                    batch.append(row)
+                    size += min(row.size, self.max_image_bytes)
+                    if len(batch) >= batch_size or size >= max_bytes:
+                        yield batch
+                        batch, size = [], 0
                 row_index += 1
-                batch.append(row)
-                size += len(row.data or b"")
-                if len(batch) >= batch_size or (max_bytes is not None and size >= max_bytes):
-                    yield batch
-                    batch, size = [], 0
+            if limit is not None and row_index >= limit:
+                break
         if batch:
             yield batch
+
+    def _image_row(self, row_index: int, column: str, image: Any, metadata: dict[str, Any]) -> ImageRow:
+        image = image or {}
+        data, path = image.get("bytes"), image.get("path")
+        if data is not None or not path:
+            return ImageRow(row_index, column, data, metadata=metadata)
+        try:
+            return ImageRow(row_index, column, None, file=self.files.locate(path), metadata=metadata)
+        except InvalidImage as problem:
+            return ImageRow(row_index, column, None, problem=problem, metadata=metadata)
+
+    def _chunks_resumed(self) -> Iterator[Any]:
+        """The row source's chunks; a transient failure is retried with backoff and resumes after the last chunk."""
+        failures = 0
+        while True:
+            try:
+                for table in self.rows.chunks():
+                    failures = 0
+                    yield table
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise _permanent(exc, self.request, self.hf_token) from exc
+                failures += 1
+                if failures >= STREAM_READ_ATTEMPTS:
+                    raise
+                delay = backoff_delay(failures - 1, exc, base_delay=1.0, max_delay=30.0)
+                logger.warning(
+                    "reading %s failed (%s: %s); resuming in %.1f s, attempt %d of %d",
+                    self.request.dataset, type(exc).__name__, str(exc)[:200], delay, failures + 1, STREAM_READ_ATTEMPTS,
+                )
+                self.sleep(delay)
+
+
+def _permanent(exc: Exception, request: DatasetRequest, token: str | None, opening: bool = False) -> Exception:
+    """A refusal from the Hub as a message naming the dataset; while opening, any other error too."""
+    from hf_ingest.hub import describe_refusal
+
+    refusal = describe_refusal(exc, request.dataset, request.revision, token)
+    if refusal:
+        return PermanentIngestError(refusal)
+    if opening:
+        return PermanentIngestError(
+            f"cannot open {request.dataset!r} (config {request.config or 'default'!r}, split {request.split!r}): "
+            f"{type(exc).__name__}: {str(exc)[:500]}"
+        )
+    return exc
 
 
 def canonical_dataset(dataset: str) -> str:
@@ -91,70 +184,160 @@ def canonical_dataset(dataset: str) -> str:
     return str(folder.resolve()) if folder.is_dir() else dataset
 
 
-def _json_scalar(value: Any) -> Any:
-    """JSON (and Postgres jsonb) has no NaN or infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def find_image_slot(features: Any, requested: str | None, dataset: str) -> ImageSlot:
+    """The requested column if it holds images, else the first image column; a clear error otherwise.
 
-
-def find_image_column(features: Any, requested: str | None, dataset: str) -> str:
-    """The requested column if it holds images, else the first Image feature; a clear error otherwise."""
-    from datasets import Image
-
+    An `Image` column gives one scene per row; a list of images gives one scene per image, each with
+    its position (`images[0]`, `images[1]`, ...). Images inside a struct are refused, naming the column."""
     if features is None:
-        raise PermanentIngestError(
-            f"cannot read the column types of {dataset!r}; pass image_column explicitly"
-        )
+        raise PermanentIngestError(f"cannot read the column types of {dataset!r}; pass image_column explicitly")
+    columns = ", ".join(f"{name} ({_describe(feature)})" for name, feature in features.items()) or "none"
     if requested is not None:
         if requested not in features:
-            raise PermanentIngestError(
-                f"image column {requested!r} is not in {dataset!r}; columns: {', '.join(features)}"
-            )
-        if not isinstance(features[requested], Image):
-            raise PermanentIngestError(
-                f"column {requested!r} of {dataset!r} is {features[requested]!r}, not an Image feature"
-            )
-        return requested
-    for name, feature in features.items():
-        if isinstance(feature, Image):
-            return name
+            raise PermanentIngestError(f"image column {requested!r} is not in {dataset!r}; columns: {columns}")
+        slot = _slot(requested, features[requested])
+        if slot is None:
+            raise PermanentIngestError(_not_importable(requested, features[requested], dataset))
+        return slot
+    slots = [slot for name, feature in features.items() if (slot := _slot(name, feature)) is not None]
+    singles = [slot for slot in slots if not slot.is_list]
+    if singles or slots:
+        return (singles or slots)[0]
+    nested = [name for name, feature in features.items() if _contains_image(feature)]
+    if nested:
+        raise PermanentIngestError(_not_importable(nested[0], features[nested[0]], dataset))
     raise PermanentIngestError(
-        f"dataset {dataset!r} has no image column (no column with the Image feature); "
-        f"columns: {', '.join(features) or 'none'}"
+        f"dataset {dataset!r} has no image column (no column with the Image feature); columns: {columns}"
     )
 
 
-def _is_scalar_feature(feature: Any) -> bool:
-    from datasets import ClassLabel, Value
+def _slot(name: str, feature: Any) -> ImageSlot | None:
+    from datasets import Image, LargeList, List
 
-    return isinstance(feature, (Value, ClassLabel))
+    if isinstance(feature, Image) or _is_image_storage(feature):
+        return ImageSlot(name)
+    if isinstance(feature, (List, LargeList)) and (isinstance(feature.feature, Image) or _is_image_storage(feature.feature)):
+        return ImageSlot(name, is_list=True)
+    return None
 
 
-def open_dataset(request: DatasetRequest, hf_token: str | None = None) -> DatasetStream:
-    """Open the dataset as a stream (Hub id or local folder); fails fast on anything permanent."""
-    from datasets import Image, load_dataset
+def _is_image_storage(feature: Any) -> bool:
+    """`{bytes: binary, path: string}`: how an Image column is stored, in a parquet file written
+    without `datasets`' schema metadata (pandas, polars, Spark)."""
+    return isinstance(feature, dict) and set(feature) == {"bytes", "path"}
 
-    iterable = load_dataset(
-        request.dataset,
-        request.config,
-        split=request.split,
-        streaming=True,
-        token=hf_token,
+
+def _contains_image(feature: Any) -> bool:
+    from datasets import Image
+
+    if isinstance(feature, Image):
+        return True
+    if isinstance(feature, dict):
+        return any(_contains_image(inner) for inner in feature.values())
+    inner = getattr(feature, "feature", None)
+    return inner is not None and _contains_image(inner)
+
+
+def _is_media(feature: Any) -> bool:
+    """Images, audio and video are not metadata (they are media, possibly large)."""
+    from datasets import Audio, Image, Video
+
+    if isinstance(feature, (Image, Audio, Video)):
+        return True
+    if isinstance(feature, dict):
+        return any(_is_media(inner) for inner in feature.values())
+    inner = getattr(feature, "feature", None)
+    return inner is not None and _is_media(inner)
+
+
+def _describe(feature: Any) -> str:
+    text = repr(feature)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _not_importable(name: str, feature: Any, dataset: str) -> str:
+    return (
+        f"column {name!r} of {dataset!r} is {_describe(feature)}: hf-ingest imports an Image column or a "
+        "list of images; images inside a struct are not imported"
     )
-    features = iterable.features
-    image_column = find_image_column(features, request.image_column, request.dataset)
-    iterable = iterable.cast_column(image_column, Image(decode=False))
-    if request.limit is not None:
-        iterable = iterable.take(request.limit)
-    scalar_columns = [
-        name for name, feature in features.items() if name != image_column and _is_scalar_feature(feature)
-    ]
-    config_name = request.config or getattr(iterable.info, "config_name", None) or "default"
+
+
+def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image_bytes: int = 100 * 2**20) -> DatasetStream:
+    """Open the split (Hub id at its resolved commit, or local folder); fails fast on anything permanent."""
+    from hf_ingest.hub import hub_filesystem, resolve_commit
+
+    local = Path(request.dataset)
+    if local.is_dir():
+        files: DatasetFiles = LocalDatasetFiles(local)
+        commit, filesystem = None, None
+    else:
+        commit = resolve_commit(request.dataset, request.revision, hf_token)
+        filesystem = hub_filesystem(hf_token)
+        files = HubDatasetFiles(request.dataset, commit, filesystem)
+    builder = _builder(request, commit, hf_token)
+    parquet_files = _parquet_files(builder, request.split)
+    if parquet_files is not None:  # read with pyarrow: memory bounded by bytes, not by row groups
+        open_file = (lambda path: filesystem.open(path, "rb")) if filesystem is not None else (lambda path: path)
+        declared = dict(builder.info.features or {})  # from the README's dataset_info, with ClassLabel names
+        features = {**parquet_features(open_file(parquet_files[0])), **declared}
+    else:
+        iterable = _streaming_split(builder, request, hf_token)
+        features = dict(iterable.features or {})
+    slot = find_image_slot(features, request.image_column, request.dataset)
+    metadata_columns = [name for name, feature in features.items() if name != slot.column and not _is_media(feature)]
+    columns = [slot.column, *metadata_columns]
+    rows: RowSource = (
+        ParquetRows(parquet_files, columns, open_file)
+        if parquet_files is not None
+        else DatasetsRows(iterable.decode(False), columns)
+    )
     return DatasetStream(
         request=request,
-        config_name=config_name,
-        image_column=image_column,
-        scalar_columns=scalar_columns,
-        _iterable=iterable,
+        config_name=builder.config.name or "default",
+        revision=commit,
+        slot=slot,
+        metadata=MetadataColumns(features, metadata_columns),
+        files=files,
+        rows=rows,
+        max_image_bytes=max_image_bytes,
+        hf_token=hf_token,
     )
+
+
+def _builder(request: DatasetRequest, commit: str | None, token: str | None) -> Any:
+    """The dataset's builder at the commit: its configs, data files and declared features.
+
+    Transient errors propagate (the open-dataset task retries them); anything else is for good:
+    a refusal of the Hub, a config that does not exist, a folder in no known format."""
+    from datasets import load_dataset_builder
+
+    try:
+        return load_dataset_builder(request.dataset, request.config, revision=commit, token=token or False)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        raise _permanent(exc, request, token, opening=True) from exc
+
+
+def _streaming_split(builder: Any, request: DatasetRequest, token: str | None) -> Any:
+    """The split as `datasets`' streaming `IterableDataset` (features resolved), for formats other than parquet."""
+    try:
+        return builder.as_streaming_dataset(split=request.split)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        raise _permanent(exc, request, token, opening=True) from exc
+
+
+def _parquet_files(builder: Any, split: str) -> list[str] | None:
+    """The split's parquet files, when the builder reads plain parquet (no column subset or filter)."""
+    config = builder.config
+    if builder.name != "parquet" or getattr(config, "filters", None) or getattr(config, "columns", None):
+        return None
+    splits = {str(name): [str(f) for f in files] for name, files in (config.data_files or {}).items()}
+    if split not in splits or not splits[split]:
+        raise PermanentIngestError(
+            f"split {split!r} is not in {builder.repo_id or 'the dataset'!r} (config {config.name!r}); "
+            f"splits: {', '.join(sorted(splits)) or 'none'}"
+        )
+    return splits[split]

@@ -97,7 +97,7 @@ def _class_names(exc: BaseException) -> set[str]:
     return {cls.__name__ for cls in type(exc).__mro__}
 
 
-def _http_status(exc: BaseException) -> int | None:
+def http_status(exc: BaseException) -> int | None:
     """An HTTP status carried by the exception (httpx, requests, huggingface_hub, botocore, postgrest)."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):  # botocore ClientError
@@ -108,6 +108,20 @@ def _http_status(exc: BaseException) -> int | None:
         return status
     code = getattr(exc, "code", None)  # postgrest's APIError carries the HTTP status as a string sometimes
     return int(code) if isinstance(code, str) and code.isdigit() and len(code) == 3 else None
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """The server's `Retry-After` (in seconds) on a 429/503 anywhere in the chain, if it sent one."""
+    for e in _chain(exc):
+        response = getattr(e, "response", None)
+        headers = getattr(response, "headers", None)
+        value = headers.get("Retry-After") if headers is not None else None
+        if value is not None:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None  # an HTTP date: rare enough to fall back to our own backoff
+    return None
 
 
 def _s3_code(exc: BaseException) -> str | None:
@@ -129,7 +143,7 @@ def is_transient(exc: BaseException) -> bool:
         code = _s3_code(e)
         if code is not None:
             return code in TRANSIENT_S3_CODES
-        status = _http_status(e)
+        status = http_status(e)
         if status is not None:
             return status in TRANSIENT_HTTP_STATUSES
         if isinstance(e, (ConnectionError, TimeoutError)):

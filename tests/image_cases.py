@@ -44,8 +44,17 @@ def truncated_jpeg() -> bytes:
     return whole[: int(len(whole) * 0.6)]
 
 
+def encapsulated_postscript() -> bytes:
+    """An EPS file: Pillow would hand it to Ghostscript, so it must never be opened."""
+    return (
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+        b"newpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
+    )
+
+
 def cases() -> list[Case]:
-    """Seven valid images (JPEG, PNG, WebP, GIF, CMYK JPEG, 16-bit PNG, RGBA PNG) and five invalid rows."""
+    """Nine valid images (JPEG, PNG, WebP, GIF, CMYK JPEG, 16-bit PNG, RGBA PNG, TIFF, BMP) and eight
+    invalid rows, among them formats Pillow can read but hf-ingest must not (EPS, ICO, TGA)."""
     return [
         Case("jpeg", encode_image((40, 30), "JPEG", color=(1, 2, 3)), None, "jpg"),
         Case("png", encode_image((33, 21), "PNG", color=(9, 8, 7)), None, "png"),
@@ -59,6 +68,11 @@ def cases() -> list[Case]:
         Case("text", b"definitely not an image, just text", "not_an_image"),
         Case("bomb", png_claiming(60_000, 60_000), "too_large"),
         Case("html", b"<html><body>404</body></html>", "not_an_image"),
+        Case("tiff", encode_image((21, 13), "TIFF", color=(90, 10, 10)), None, "tif"),
+        Case("bmp", encode_image((23, 7), "BMP", color=(5, 10, 90)), None, "bmp"),
+        Case("eps", encapsulated_postscript(), "not_an_image"),
+        Case("ico", encode_image((32, 32), "ICO", color=(1, 1, 1)), "not_an_image"),
+        Case("tga", encode_image((20, 20), "TGA", color=(7, 7, 7)), "not_an_image"),
     ]
 
 

@@ -152,7 +152,7 @@ def test_dataset_without_an_image_column_fails_with_a_readable_error(isolated_se
     assert state.is_failed()
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.FAILED and job.finished_at
-    assert "has no image column" in (job.error or "") and "columns: text, n" in (job.error or "")
+    assert "has no image column" in (job.error or "") and "columns: text (Value('string')), n (Value('int64'))" in (job.error or "")
     assert runtime.job_store().count_scenes() == 0
 
 
@@ -167,7 +167,7 @@ def test_unknown_image_column_and_missing_dataset_fail_fast(isolated_settings: P
     missing = uuid.uuid4()
     state = asyncio.run(hf_ingest(dataset=str(isolated_settings / "nowhere"), job_id=missing, return_state=True))
     job = runtime.job_store().get_job(missing)
-    assert job and job.status is JobStatus.FAILED and "Couldn't find" in (job.error or "")
+    assert job and job.status is JobStatus.FAILED and "is neither a local dataset folder nor a Hub dataset id" in (job.error or "")
 
 
 def test_a_run_without_job_id_creates_its_own_job(isolated_settings: Path) -> None:
@@ -231,33 +231,71 @@ def test_hook_mirrors_prefect_states_forward_only(states: list, expected: JobSta
         assert job.started_at is not None and job.started_at <= job.finished_at
 
 
-def test_hostile_rows_are_skipped_and_counted_never_a_crash(isolated_settings: Path) -> None:
-    """Paths that do not exist, a folder as a path, null images, a header claiming 4 billion pixels."""
+def test_hostile_rows_are_skipped_and_counted_never_read(isolated_settings: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Path-only rows are read only inside the dataset folder: a path anywhere else (absolute, `..`,
+    a symlink out, /dev/zero, a URL) is `outside_dataset` and never opened; null images, missing files,
+    folders, FIFOs, a header claiming 4 billion pixels and a file over MAX_IMAGE_BYTES are counted too."""
+    import os
+
     from hf_ingest.hub_formats import encode_image
     from tests.image_cases import png_claiming
 
-    real = isolated_settings / "real.png"
-    real.write_bytes(encode_image((5, 5), "PNG"))
-    import pyarrow.parquet as pq
-    from datasets import Dataset, Features, Image, Value
-
-    images = [
-        {"bytes": None, "path": str(real)},
-        {"bytes": None, "path": str(isolated_settings / "missing.jpg")},
-        {"bytes": None, "path": str(isolated_settings)},
-        None,
-        {"bytes": png_claiming(65_535, 65_535), "path": None},
-        {"bytes": b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "path": None},
-    ]
-    table = Dataset.from_dict(
-        {"image": images, "n": list(range(len(images)))}, features=Features({"image": Image(), "n": Value("int64")})
-    ).data.table  # written as is: to_parquet would try to embed the missing files
     dataset = isolated_settings / "hostile"
-    (dataset / "data").mkdir(parents=True)
-    pq.write_table(table, dataset / "data" / "train-00000-of-00001.parquet")
+    (dataset / "images").mkdir(parents=True)
+    (dataset / "data").mkdir()
+    real = encode_image((50, 40), "PNG")
+    (dataset / "images" / "real.png").write_bytes(real)
+    (dataset / "images" / "big.png").write_bytes(encode_image((300, 300), "PNG", color=(3, 4, 5)))
+    secret = isolated_settings / "secret.png"  # a valid image, but not the dataset's
+    secret.write_bytes(encode_image((9, 9), "PNG", color=(66, 66, 66)))
+    (dataset / "images" / "escape.png").symlink_to(secret)
+    os.mkfifo(dataset / "images" / "pipe.png")
+    paths = {
+        "images/real.png": "stored",
+        str(dataset / "images" / "real.png"): "stored",
+        "images/../images/real.png": "stored",
+        "images/missing.jpg": "missing_file",
+        "images": "not_an_image",
+        "images/pipe.png": "not_an_image",
+        "images/big.png": "too_large",
+        str(secret): "outside_dataset",
+        "../secret.png": "outside_dataset",
+        "images/escape.png": "outside_dataset",
+        "/dev/zero": "outside_dataset",
+        "/etc/passwd": "outside_dataset",
+        f"file://{dataset / 'images' / 'real.png'}": "outside_dataset",
+        "http://169.254.169.254/latest/meta-data/": "outside_dataset",
+        "s3://another-bucket/image.png": "outside_dataset",
+        "hf://datasets/someone/else@main/image.png": "outside_dataset",
+    }
+    images = [{"bytes": None, "path": path} for path in paths]
+    images += [None, {"bytes": png_claiming(65_535, 65_535), "path": None}, {"bytes": b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "path": None}]
+    _write_raw_parquet(dataset, images)
+
+    monkeypatch.setenv("MAX_IMAGE_BYTES", str(len(real) + 10))
+    runtime.reset()
     job_id = uuid.uuid4()
     asyncio.run(hf_ingest(dataset=str(dataset), job_id=job_id))
     job = runtime.job_store().get_job(job_id)
-    assert job and job.status is JobStatus.COMPLETED
-    assert job.progress["stored"] == 1 and job.progress["scenes_recorded"] == 1
-    assert job.progress["invalid"] == {"missing_file": 2, "empty": 1, "too_large": 1, "not_an_image": 1}
+    assert job and job.status is JobStatus.COMPLETED, job
+    expected: dict[str, int] = {}
+    for fate in paths.values():
+        if fate != "stored":
+            expected[fate] = expected.get(fate, 0) + 1
+    expected["empty"] = 1
+    expected["too_large"] += 1
+    expected["not_an_image"] += 1
+    assert job.progress["invalid"] == expected
+    assert job.progress["scenes_recorded"] == 3 and job.progress["stored"] == 1  # three rows, one object
+    assert runtime.object_store().read(object_key(hashlib.sha256(real).hexdigest(), "png")) == real
+
+
+def _write_raw_parquet(dataset: Path, images: list) -> None:
+    """Image rows written as they are (to_parquet would try to embed the files the paths name)."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset, Features, Image, Value
+
+    table = Dataset.from_dict(
+        {"image": images, "n": list(range(len(images)))}, features=Features({"image": Image(), "n": Value("int64")})
+    ).data.table
+    pq.write_table(table, dataset / "data" / "train-00000-of-00001.parquet")

@@ -52,3 +52,23 @@ def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (width, height)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name, pillow_format", [("eps", "EPS"), ("ico", "ICO"), ("tga", "TGA")])
+def test_formats_pillow_reads_but_we_refuse_are_never_opened(name: str, pillow_format: str) -> None:
+    """Pillow alone opens these (EPS through Ghostscript); the allowlist refuses them before any parsing."""
+    case = next(c for c in cases() if c.name == name)
+    with Image.open(io.BytesIO(case.data)) as image:
+        assert image.format == pillow_format
+    with pytest.raises(InvalidImage) as raised:
+        inspect_image(case.data, DEFAULT_MAX)
+    assert raised.value.reason.value == "not_an_image"
+    assert "accepted formats" in str(raised.value)
+
+
+def test_a_multi_picture_jpeg_is_stored_as_a_jpeg() -> None:
+    first, second = Image.new("RGB", (16, 12), (200, 0, 0)), Image.new("RGB", (16, 12), (0, 200, 0))
+    buffer = io.BytesIO()
+    first.save(buffer, "MPO", save_all=True, append_images=[second])
+    info = inspect_image(buffer.getvalue(), DEFAULT_MAX)
+    assert (info.format, info.content_type, info.extension) == ("MPO", "image/jpeg", "jpg")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import respx
 
-from hf_ingest.jobstore import JobStatus, Scene
+from hf_ingest.jobstore import JobStatus, Scene, SceneWrites
 from hf_ingest.jobstore.supabase import SupabaseJobStore, SupabaseRequestError, SupabaseUnavailable
 from hf_ingest.transient import is_transient
 
@@ -84,21 +84,26 @@ def test_advance_filters_on_allowed_predecessors(api: respx.MockRouter, store: S
     assert route.calls.last.request.url.params["status"] == "in.(queued)"
 
 
-def test_scene_upsert_ignores_conflicts_and_counts_new_rows(api: respx.MockRouter, store: SupabaseJobStore) -> None:
+def test_scene_upsert_calls_the_migration_function_once_per_batch(api: respx.MockRouter, store: SupabaseJobStore) -> None:
+    """PostgREST's own upsert cannot replace only rows of another revision nor tell inserted from replaced
+    rows: the store calls `hf_ingest_upsert_scenes` (its SQL is tested on PostgreSQL in test_jobstore_sql)."""
     job_id = uuid.uuid4()
     scenes = [
-        Scene(job_id, "a/b", "default", "train", i, f"images/{i}.jpg", f"https://cdn/{i}.jpg", "0" * 64,
-              "image/jpeg", 2, 2, 10, {"caption": "x"})
-        for i in range(3)
+        Scene(job_id, "a/b", "default", "train", "image", i, f"images/{i}.jpg", f"https://cdn/{i}.jpg", "0" * 64,
+              "image/jpeg", 2, 2, 10, {"caption": "x"}, revision="c" * 40)
+        for i in (0, 1, 2, 2)
     ]
-    route = api.post("/scenes").mock(return_value=httpx.Response(201, json=[{"id": str(uuid.uuid4())}]))
-    assert store.upsert_scenes(scenes) == 1
-    sent = route.calls.last.request
-    assert sent.url.params["on_conflict"] == "dataset,config,split,row_index"
-    assert {"resolution=ignore-duplicates", "return=representation"} <= _prefer(sent)
-    assert sent.url.params["select"] == "id"
-    rows = json.loads(sent.content)
-    assert [r["row_index"] for r in rows] == [0, 1, 2] and rows[0]["metadata"] == {"caption": "x"}
+    route = api.post("/rpc/hf_ingest_upsert_scenes").mock(
+        return_value=httpx.Response(200, json=[{"inserted": 2, "updated": 1}])
+    )
+    assert store.upsert_scenes(scenes) == SceneWrites(2, 1)
+    assert route.call_count == 1
+    body = json.loads(route.calls.last.request.content)
+    assert [r["row_index"] for r in body["scenes"]] == [0, 1, 2]  # a key twice in a batch is sent once
+    first = body["scenes"][0]
+    assert first["metadata"] == {"caption": "x"} and first["image_column"] == "image" and first["revision"] == "c" * 40
+    assert first["job_id"] == str(job_id) and uuid.UUID(first["id"])
+    assert store.upsert_scenes([]) == SceneWrites(0, 0) and route.call_count == 1
 
 
 def test_count_scenes_asks_for_an_exact_count(api: respx.MockRouter, store: SupabaseJobStore) -> None:

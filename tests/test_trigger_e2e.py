@@ -169,7 +169,7 @@ def test_a_failed_job_ends_failed_with_its_error_message(live_stack: LiveStack) 
         body = client.post("/process-huggingface", json={"dataset": "no-images"}).json()
     job = live_stack.wait_for(body["job_id"], {"completed", "failed"})
     assert job["status"] == "failed"
-    assert "has no image column" in job["error"] and "columns: text, n" in job["error"]
+    assert "has no image column" in job["error"] and "columns: text (Value('string')), n" in job["error"]
     assert job["finished_at"]
 
 

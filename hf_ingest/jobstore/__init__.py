@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hf_ingest.jobstore.base import JobStore
-from hf_ingest.jobstore.model import JOB_KIND, TERMINAL_STATUSES, Job, JobStatus, Scene
+from hf_ingest.jobstore.model import JOB_KIND, TERMINAL_STATUSES, Job, JobStatus, Scene, SceneWrites
 
 if TYPE_CHECKING:
     from blocks.settings import Settings
@@ -17,6 +17,7 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "Scene",
+    "SceneWrites",
     "open_job_store",
 ]
 

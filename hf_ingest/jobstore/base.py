@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from hf_ingest.jobstore.model import Job, JobStatus, Scene
+from hf_ingest.jobstore.model import Job, JobStatus, Scene, SceneWrites
 
 
 class JobStore(Protocol):
@@ -43,8 +43,9 @@ class JobStore(Protocol):
         """Jobs in any of `statuses`, oldest first."""
         ...
 
-    def upsert_scenes(self, scenes: Sequence[Scene]) -> int:
-        """Insert scenes, ignoring rows whose (dataset, config, split, row_index) exists; returns how many were new."""
+    def upsert_scenes(self, scenes: Sequence[Scene]) -> SceneWrites:
+        """Insert scenes; a row whose key exists is replaced only if its revision or content differs
+        (re-importing the same revision writes nothing). Returns how many were new and how many replaced."""
         ...
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -78,14 +79,18 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat()
 
 
+SCENE_KEY = ("dataset", "config", "split", "image_column", "row_index")
+
+
 @dataclass(frozen=True)
 class Scene:
-    """One stored image; unique on (dataset, config, split, row_index)."""
+    """One stored image; unique on SCENE_KEY: a row keeps its identity however it is imported or sharded."""
 
     job_id: uuid.UUID
     dataset: str
     config: str
     split: str
+    image_column: str
     row_index: int
     object_key: str
     url: str
@@ -95,4 +100,42 @@ class Scene:
     height: int
     bytes: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    revision: str | None = None  # the commit the image was read at (None: a local folder)
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in SCENE_KEY)
+
+    def row(self) -> dict[str, Any]:
+        """The scene as a `scenes` row (without created_at)."""
+        return {
+            "id": self.id,
+            "job_id": self.job_id,
+            "dataset": self.dataset,
+            "config": self.config,
+            "split": self.split,
+            "image_column": self.image_column,
+            "row_index": self.row_index,
+            "object_key": self.object_key,
+            "url": self.url,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+            "width": self.width,
+            "height": self.height,
+            "bytes": self.bytes,
+            "metadata": self.metadata,
+            "revision": self.revision,
+        }
+
+
+@dataclass(frozen=True)
+class SceneWrites:
+    """What an upsert did: rows new to the table, and rows that a different revision or content replaced."""
+
+    inserted: int
+    updated: int = 0
+
+
+def latest_per_key(scenes: Sequence[Scene]) -> list[Scene]:
+    """One scene per key (the last): a database cannot insert-or-update one row twice in one statement."""
+    return list({scene.key(): scene for scene in scenes}.values())

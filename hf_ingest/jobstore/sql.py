@@ -13,7 +13,18 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from hf_ingest.jobstore.model import JOB_KIND, Job, JobStatus, Scene, predecessors, utcnow
+from hf_ingest.jobstore.model import (
+    JOB_KIND,
+    SCENE_KEY,
+    Job,
+    JobStatus,
+    Scene,
+    SceneWrites,
+    latest_per_key,
+    predecessors,
+    utcnow,
+)
+from hf_ingest.jobstore.schema import migrate
 
 metadata = sa.MetaData()
 _json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -47,6 +58,7 @@ scenes = sa.Table(
     sa.Column("dataset", sa.Text, nullable=False),
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("split", sa.Text, nullable=False),
+    sa.Column("image_column", sa.Text, nullable=False),
     sa.Column("row_index", sa.BigInteger, nullable=False),
     sa.Column("object_key", sa.Text, nullable=False),
     sa.Column("url", sa.Text, nullable=False),
@@ -56,9 +68,12 @@ scenes = sa.Table(
     sa.Column("height", sa.Integer, nullable=False),
     sa.Column("bytes", sa.Integer, nullable=False),
     sa.Column("metadata", _json, nullable=False),
+    sa.Column("revision", sa.Text),
     sa.Column("created_at", _ts, nullable=False),
-    sa.UniqueConstraint("dataset", "config", "split", "row_index", name="scenes_source_row_key"),
+    sa.UniqueConstraint(*SCENE_KEY, name="scenes_source_image_key"),
 )
+# Replaced on a new revision or new content (local folders have no revision); the rest of the row follows.
+_SCENE_UPDATED = ("job_id", "object_key", "url", "sha256", "content_type", "width", "height", "bytes", "metadata", "revision")
 sa.Index("scenes_job_id_idx", scenes.c.job_id)
 
 
@@ -90,6 +105,7 @@ class SqlJobStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         metadata.create_all(engine, checkfirst=True)
+        migrate(engine, metadata)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         # SQLite has one writer at a time and makes the others poll (sleeping up to 100 ms a try);
         # batches written from several threads queue on this lock instead and go as soon as it is free.
@@ -184,37 +200,27 @@ class SqlJobStore:
         with self.engine.connect() as conn:
             return [_job(row) for row in conn.execute(query).mappings()]
 
-    def upsert_scenes(self, rows: Sequence[Scene]) -> int:
+    def upsert_scenes(self, rows: Sequence[Scene]) -> SceneWrites:
         if not rows:
-            return 0
+            return SceneWrites(0)
         now = utcnow()
-        values = [
-            {
-                "id": s.id,
-                "job_id": s.job_id,
-                "dataset": s.dataset,
-                "config": s.config,
-                "split": s.split,
-                "row_index": s.row_index,
-                "object_key": s.object_key,
-                "url": s.url,
-                "sha256": s.sha256,
-                "content_type": s.content_type,
-                "width": s.width,
-                "height": s.height,
-                "bytes": s.bytes,
-                "metadata": s.metadata,
-                "created_at": now,
-            }
-            for s in rows
-        ]
-        statement = (
-            self._insert(scenes)
-            .on_conflict_do_nothing(index_elements=["dataset", "config", "split", "row_index"])
-            .returning(scenes.c.id)
-        )
+        values = [{**scene.row(), "created_at": now} for scene in latest_per_key(rows)]
+        statement = self._insert(scenes)
+        incoming = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=list(SCENE_KEY),
+            set_={name: incoming[name] for name in _SCENE_UPDATED},
+            where=sa.or_(
+                scenes.c.revision.is_distinct_from(incoming.revision),
+                scenes.c.sha256 != incoming.sha256,
+                sa.cast(scenes.c.metadata, sa.Text) != sa.cast(incoming.metadata, sa.Text),
+            ),
+        ).returning(scenes.c.id)
+        proposed = {value["id"] for value in values}
         with self._writing() as conn:
-            return len(conn.execute(statement, values).all())
+            written = [row.id for row in conn.execute(statement, values)]
+        inserted = sum(1 for scene_id in written if scene_id in proposed)  # an update keeps the row's old id
+        return SceneWrites(inserted, len(written) - inserted)
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(scenes)

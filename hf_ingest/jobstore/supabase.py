@@ -15,7 +15,7 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, create_client
 
-from hf_ingest.jobstore.model import JOB_KIND, Job, JobStatus, Scene, predecessors, utcnow
+from hf_ingest.jobstore.model import JOB_KIND, Job, JobStatus, Scene, SceneWrites, latest_per_key, predecessors, utcnow
 from hf_ingest.transient import PermanentIngestError
 
 T = TypeVar("T")
@@ -23,6 +23,9 @@ T = TypeVar("T")
 # PostgREST codes for "the database is unreachable or busy": worth a retry.
 _TRANSIENT_POSTGREST_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003"})
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40001", "40P01")
+
+
+UPSERT_SCENES_FUNCTION = "hf_ingest_upsert_scenes"  # supabase/migrations/20261129000000_scenes_image_column_revision.sql
 
 
 class SupabaseUnavailable(ConnectionError):
@@ -146,37 +149,17 @@ class SupabaseJobStore:
         )
         return [_job(row) for row in response.data]
 
-    def upsert_scenes(self, rows: Sequence[Scene]) -> int:
+    def upsert_scenes(self, rows: Sequence[Scene]) -> SceneWrites:
+        """One call of the migration's `hf_ingest_upsert_scenes` function: PostgREST's own upsert cannot
+        say which rows were new and which replaced, nor replace only rows of another revision."""
         if not rows:
-            return 0
-        now = utcnow().isoformat()
+            return SceneWrites(0)
         payload = [
-            {
-                "id": str(s.id),
-                "job_id": str(s.job_id),
-                "dataset": s.dataset,
-                "config": s.config,
-                "split": s.split,
-                "row_index": s.row_index,
-                "object_key": s.object_key,
-                "url": s.url,
-                "sha256": s.sha256,
-                "content_type": s.content_type,
-                "width": s.width,
-                "height": s.height,
-                "bytes": s.bytes,
-                "metadata": s.metadata,
-                "created_at": now,
-            }
-            for s in rows
+            {**scene.row(), "id": str(scene.id), "job_id": str(scene.job_id)} for scene in latest_per_key(rows)
         ]
-        response = _call(
-            lambda: self.client.table("scenes")
-            .upsert(payload, on_conflict="dataset,config,split,row_index", ignore_duplicates=True)
-            .select("id")
-            .execute()
-        )
-        return len(response.data)
+        response = _call(lambda: self.client.rpc(UPSERT_SCENES_FUNCTION, {"scenes": payload}).execute())
+        counts = response.data[0] if isinstance(response.data, list) else response.data
+        return SceneWrites(int(counts["inserted"]), int(counts["updated"]))
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int:
         def request() -> Any:

@@ -1,0 +1,60 @@
+"""Bringing an existing jobs/scenes database up to the current schema (the SQL store runs this at start).
+
+Version 2 (2026-11-29) gave scenes their image column and revision, and made the image column part
+of a scene's identity: `(dataset, config, split, image_column, row_index)`. Rows recorded before
+it get the image column their job asked for, or `image` (the usual name) when the job used the
+default, and no revision. Supabase gets the same change as a migration file under
+`supabase/migrations/`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+_OLD_UNIQUE = "scenes_source_row_key"
+_BACKFILL_IMAGE_COLUMN = (
+    "coalesce((select j.params ->> 'image_column' from jobs j where j.id = scenes.job_id), 'image')"
+)
+
+
+def migrate(engine: Engine, metadata: sa.MetaData) -> None:
+    """Apply what is missing; a current database is left as it is (one inspection)."""
+    columns = {column["name"] for column in sa.inspect(engine).get_columns("scenes")}
+    if "image_column" in columns:
+        return
+    if engine.dialect.name == "sqlite":
+        _rebuild_sqlite_scenes(engine, metadata, columns)
+    else:
+        _alter_postgresql_scenes(engine)
+
+
+def _alter_postgresql_scenes(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("alter table scenes add column if not exists image_column text")
+        conn.exec_driver_sql("alter table scenes add column if not exists revision text")
+        conn.exec_driver_sql(f"update scenes set image_column = {_BACKFILL_IMAGE_COLUMN} where image_column is null")
+        conn.exec_driver_sql("alter table scenes alter column image_column set not null")
+        conn.exec_driver_sql(f"alter table scenes drop constraint if exists {_OLD_UNIQUE}")
+        conn.exec_driver_sql(
+            "alter table scenes add constraint scenes_source_image_key "
+            "unique (dataset, config, split, image_column, row_index)"
+        )
+
+
+def _rebuild_sqlite_scenes(engine: Engine, metadata: sa.MetaData, old_columns: set[str]) -> None:
+    """SQLite cannot drop a table constraint: build the new table, copy the rows, drop the old one."""
+    table = metadata.tables["scenes"]
+    copied = [c.name for c in table.columns if c.name in old_columns]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("alter table scenes rename to scenes_before_v2")
+        for index in table.indexes:
+            conn.exec_driver_sql(f"drop index if exists {index.name}")
+        table.create(conn)
+        conn.exec_driver_sql(
+            f"insert into scenes ({', '.join(copied)}, image_column) "
+            f"select {', '.join(copied)}, "
+            f"coalesce((select json_extract(j.params, '$.image_column') from jobs j where j.id = s.job_id), 'image') "
+            f"from scenes_before_v2 s"
+        )
+        conn.exec_driver_sql("drop table scenes_before_v2")

@@ -1,0 +1,140 @@
+"""Where a dataset's rows come from, in Arrow chunks of bounded size, resumable after a network error.
+
+`ParquetRows` reads parquet data files with pyarrow's own streaming reader: `datasets` materialises
+a whole row group at a time (about 2.5x its size in memory: a 79 MB row group cost 240 MB, and a
+one-file dataset can be a single row group), where `ParquetFile.iter_batches` with `pre_buffer=False`
+and a buffered stream holds only the rows being read. Chunks are sized by bytes, not rows.
+
+`DatasetsRows` reads every other format (`imagefolder`, WebDataset, ...) through `datasets`' own
+streaming iterator, with decoding off (the first corrupt image would end a decoding stream).
+
+Both remember the position after the last chunk they handed out (`(file, row)` for parquet,
+`IterableDataset.state_dict()` otherwise), so `chunks()` called again after a failure goes on from
+there instead of from row 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CHUNK_TARGET_BYTES = 8 * 2**20  # Arrow data read at a time: small next to BATCH_MAX_BYTES
+MAX_CHUNK_ROWS = 1024
+PARQUET_BUFFER_BYTES = 2**20
+DATASETS_CHUNK_ROWS = 32  # `datasets` cannot size its chunks by bytes: few rows, as rows may be large
+
+
+class RowSource(Protocol):
+    def chunks(self) -> Iterator[pa.Table]:
+        """Arrow chunks of the split's rows (only the needed columns), from the current position on."""
+        ...
+
+
+class ParquetRows:
+    """The rows of parquet data files, in order, read `iter_batches` at a time with bounded memory."""
+
+    def __init__(self, files: Sequence[str], columns: list[str], open_file: Any) -> None:
+        self.files = list(files)
+        self.columns = columns
+        self.open_file = open_file  # path -> a binary file object, or the path itself for local files
+        self.file_index = 0
+        self.row_in_file = 0
+
+    def chunks(self) -> Iterator[pa.Table]:
+        while self.file_index < len(self.files):
+            yield from self._file_chunks(self.files[self.file_index], self.row_in_file)
+            self.file_index += 1
+            self.row_in_file = 0
+
+    def _file_chunks(self, path: str, skip_rows: int) -> Iterator[pa.Table]:
+        source = self.open_file(path)
+        try:
+            parquet = pq.ParquetFile(source, pre_buffer=False, buffer_size=PARQUET_BUFFER_BYTES)
+            groups, skip_in_group = _row_groups_from(parquet.metadata, skip_rows)
+            if not groups:
+                return
+            rows = _rows_per_chunk(parquet.metadata, self.columns)
+            for batch in parquet.iter_batches(batch_size=rows, row_groups=groups, columns=self.columns, use_threads=False):
+                if skip_in_group:
+                    dropped = min(skip_in_group, batch.num_rows)
+                    batch, skip_in_group = batch.slice(dropped), skip_in_group - dropped
+                    if batch.num_rows == 0:
+                        continue
+                table = pa.Table.from_batches([batch])
+                self.row_in_file += table.num_rows
+                yield table
+        finally:
+            if hasattr(source, "close"):
+                source.close()
+
+
+def parquet_features(source: Any) -> dict[str, Any]:
+    """The columns' `datasets` features from a parquet file's schema: as `datasets` wrote them (schema
+    metadata) or inferred per column; None for a type `datasets` has no feature for (an Arrow map, say),
+    which still reaches the scenes' metadata as JSON."""
+    from datasets import Features
+
+    try:
+        schema = pq.read_schema(source)
+    finally:
+        if hasattr(source, "close"):
+            source.close()
+    if schema.metadata and b"huggingface" in schema.metadata:
+        try:
+            return dict(Features.from_arrow_schema(schema))
+        except (ValueError, TypeError, NotImplementedError):
+            pass
+    features: dict[str, Any] = {}
+    for column in schema:
+        try:
+            features[column.name] = Features.from_arrow_schema(pa.schema([column]))[column.name]
+        except (ValueError, TypeError, NotImplementedError):
+            features[column.name] = None
+    return features
+
+
+def _row_groups_from(metadata: pq.FileMetaData, skip_rows: int) -> tuple[list[int], int]:
+    """The row groups still to read after `skip_rows` rows, and how many rows of the first one to drop."""
+    groups: list[int] = []
+    for index in range(metadata.num_row_groups):
+        rows = metadata.row_group(index).num_rows
+        if skip_rows >= rows and not groups:
+            skip_rows -= rows
+            continue
+        groups.append(index)
+    return groups, skip_rows
+
+
+def _rows_per_chunk(metadata: pq.FileMetaData, columns: list[str]) -> int:
+    """Rows per Arrow chunk so that a chunk holds about CHUNK_TARGET_BYTES, from the footer's sizes."""
+    total_rows = metadata.num_rows
+    if not total_rows:
+        return MAX_CHUNK_ROWS
+    wanted = set(columns)
+    size = 0
+    for index in range(metadata.num_row_groups):
+        group = metadata.row_group(index)
+        for column in range(group.num_columns):
+            chunk = group.column(column)
+            if chunk.path_in_schema.split(".")[0] in wanted:
+                size += chunk.total_uncompressed_size
+    per_row = max(1, size // total_rows)
+    return max(1, min(MAX_CHUNK_ROWS, CHUNK_TARGET_BYTES // per_row))
+
+
+class DatasetsRows:
+    """The rows of a `datasets` streaming split (any format), decoding off, as Arrow chunks."""
+
+    def __init__(self, iterable: Any, columns: list[str]) -> None:
+        self.iterable = iterable.select_columns(columns).with_format("arrow")
+        self.state: dict[str, Any] | None = None
+
+    def chunks(self) -> Iterator[pa.Table]:
+        if self.state is not None:
+            self.iterable.load_state_dict(self.state)
+        for table in self.iterable.iter(batch_size=DATASETS_CHUNK_ROWS):
+            self.state = self.iterable.state_dict()
+            yield table

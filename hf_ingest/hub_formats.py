@@ -49,7 +49,7 @@ def write_parquet_dataset(
     data_dir: str = "data",
     row_group_size: int | None = None,
 ) -> Path:
-    """Write `rows` (image column as raw bytes or None) as the Hub's parquet layout; returns `folder`.
+    """Write `rows` (image column as raw bytes, None, or `{"bytes", "path"}`) as the Hub's parquet layout.
 
     `row_group_size` writes row groups of that many rows with pyarrow (the features travel in the
     schema metadata as `datasets` writes them); by default `datasets` chooses, as `push_to_hub` does."""
@@ -69,7 +69,7 @@ def write_parquet_dataset(
     for row in rows:
         for name in features:
             value = row.get(name)
-            if name == image_column:
+            if name == image_column and not isinstance(value, dict):  # raw bytes; a dict may give a path
                 value = {"bytes": value, "path": None} if value is not None else None
             columns[name].append(value)
     dataset = Dataset.from_dict(columns, features=Features(features))

@@ -61,3 +61,37 @@ def test_a_failed_import_exits_non_zero_with_the_reason(isolated_settings: Path,
     assert run.returncode == 1
     assert json.loads(run.stdout)["status"] == "failed"
     assert "has no image column" in run.stderr
+
+
+@pytest.mark.parametrize("layout", ["parquet", "imagefolder"])
+def test_run_a_hub_id_as_a_new_user_would(
+    isolated_settings: Path, prefect_api: str, hub: "object", layout: str
+) -> None:
+    """`hf-ingest run OWNER/NAME` against the Hub (the tests' Hub server at HF_ENDPOINT): a repo holding
+    a few broken images completes with exactly the valid images stored."""
+    import hashlib
+    import uuid
+
+    from hf_ingest.hub_formats import write_imagefolder, write_parquet_dataset
+    from tests.image_cases import cases, expected_invalid, valid_cases
+
+    folder = isolated_settings / "upload"
+    if layout == "parquet":
+        write_parquet_dataset(folder, [{"image": c.data, "name": c.name} for c in cases()], shards=2)
+    else:
+        write_imagefolder(folder, [(f"{c.name}.{'jpg' if c.extension == 'bin' else c.extension}", c.data,
+                                    {"name": c.name}) for c in cases()], metadata_format="jsonl")
+    repo = f"someone/{layout}-{uuid.uuid4().hex[:6]}"
+    commit = hub.publish(repo, folder)  # type: ignore[attr-defined]
+
+    run = _cli(["run", repo], {**os.environ, "PREFECT_API_URL": prefect_api}, isolated_settings)
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    job = json.loads(run.stdout)
+    assert job["status"] == "completed" and job["params"]["dataset"] == repo
+    assert job["progress"]["revision"] == commit
+    assert job["progress"]["invalid"] == expected_invalid()
+    assert job["progress"]["stored"] == len(valid_cases())
+    objects = isolated_settings / "objects" / "images"
+    stored = {hashlib.sha256(p.read_bytes()).hexdigest() for p in objects.rglob("*") if p.is_file()}
+    assert stored == {hashlib.sha256(c.data).hexdigest() for c in valid_cases()}

@@ -262,3 +262,55 @@ def test_an_image_inside_a_struct_is_refused_naming_the_column(hub: HubServer, t
     job, state = _import(dataset=repo)
     assert state.is_failed()
     assert "column 'sample'" in (job.error or "") and "inside a struct" in (job.error or "")
+
+
+def test_path_rows_on_the_hub_are_read_only_inside_the_repo_at_its_commit(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parquet repo whose rows carry only paths: inside the repository at the imported commit they are
+    read (with the token, capped); anything else is `outside_dataset` and never requested."""
+    other = _repo("other")
+    hub.publish(other, write_parquet_dataset(tmp_path / "other", _messy_rows()))
+    folder = tmp_path / "repo"
+    (folder / "images").mkdir(parents=True)
+    photo = encode_image((64, 48), "PNG", color=(10, 200, 10))
+    (folder / "images" / "photo.png").write_bytes(photo)
+    (folder / "images" / "big.png").write_bytes(encode_image((400, 400), "PNG", color=(1, 2, 3)) + b"\0" * 4096)
+    repo = _repo("paths")
+    earlier = hub.publish(repo, folder)  # the images alone: an earlier commit of the same repo
+    fates = {
+        "images/photo.png": "stored",
+        "images/./photo.png": "stored",
+        "images/missing.png": "missing_file",
+        "images": "not_an_image",
+        "images/big.png": "too_large",
+        f"hf://datasets/{repo}@{earlier}/images/photo.png": "outside_dataset",  # another commit
+        f"hf://datasets/{repo}@main/images/photo.png": "outside_dataset",  # a branch, not the commit read
+        f"hf://datasets/{other}@main/README.md": "outside_dataset",
+        "../../other/images/photo.png": "outside_dataset",
+        "/etc/passwd": "outside_dataset",
+        "/dev/zero": "outside_dataset",
+        "file:///etc/passwd": "outside_dataset",
+        f"{hub.endpoint}/datasets/{other}/resolve/main/README.md": "outside_dataset",
+        "http://169.254.169.254/latest/meta-data/": "outside_dataset",
+        "s3://bucket/key.png": "outside_dataset",
+        "zip://images/photo.png::hf://datasets/x/y@main/a.zip": "outside_dataset",
+    }
+    rows = [{"image": {"bytes": None, "path": path}, "n": i} for i, path in enumerate(fates)]
+    hub.publish(repo, write_parquet_dataset(folder, rows, row_group_size=100))  # pyarrow: paths stay paths
+    monkeypatch.setenv("MAX_IMAGE_BYTES", str(len(photo) + 100))
+    runtime.reset()
+    hub.proxy.requests.clear()
+
+    job, state = _import(dataset=repo)
+
+    assert state.is_completed(), job.error
+    expected: dict[str, int] = {}
+    for fate in fates.values():
+        if fate != "stored":
+            expected[fate] = expected.get(fate, 0) + 1
+    assert job.progress["invalid"] == expected
+    assert job.progress["scenes_recorded"] == 2 and job.progress["stored"] == 1
+    resolved = [path for method, path in hub.proxy.requests if "/resolve/" in path]
+    assert not any(other in path or earlier in path or "big.png" in path for path in resolved), resolved
+    assert any(path.endswith("/images/photo.png") and job.progress["revision"] in path for path in resolved)

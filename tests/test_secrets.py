@@ -130,3 +130,36 @@ def test_settings_never_render_secrets(with_secrets: dict[str, str], monkeypatch
     text = repr(settings) + str(settings) + settings.model_dump_json()
     _assert_clean(text, {**with_secrets, "password": "db-password-31f7"})
     assert "db-password-31f7" in settings.secret_values()
+
+
+def test_the_hf_token_reaches_the_hub_and_nothing_else(
+    isolated_settings: Path, hub: object, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private imagefolder repo through the real Hub server: with HF_TOKEN every read is authorised and
+    the import completes; with a wrong one it fails saying so. Neither token appears anywhere we keep."""
+    from hf_ingest.hub_formats import encode_image, write_imagefolder
+    from tests.hub_server import HUB_TOKEN
+
+    files = [(f"{i}.png", encode_image((30 + i, 20), "PNG", color=(i, 9, 9)), {"i": i}) for i in range(5)]
+    repo = f"tester/private-secret-{uuid.uuid4().hex[:6]}"
+    hub.publish(repo, write_imagefolder(isolated_settings / "up", files, metadata_format="jsonl"))  # type: ignore[attr-defined]
+    caplog.set_level(logging.DEBUG)
+    wrong = "hf_wrong_token_5d1c9a0e77"
+    secrets = {"HF_TOKEN": HUB_TOKEN, "wrong HF_TOKEN": wrong}
+
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    runtime.reset()
+    ok = uuid.uuid4()
+    assert asyncio.run(hf_ingest(dataset=repo, job_id=ok, return_state=True)).is_completed()
+    monkeypatch.setenv("HF_TOKEN", wrong)
+    runtime.reset()
+    refused = uuid.uuid4()
+    assert asyncio.run(hf_ingest(dataset=repo, job_id=refused, return_state=True)).is_failed()
+
+    store = runtime.job_store()
+    assert store.get_job(ok).progress["scenes_recorded"] == 5  # type: ignore[union-attr]
+    assert "HF_TOKEN's account must have access" in (store.get_job(refused).error or "")  # type: ignore[union-attr]
+    _assert_clean(_database_dump(), secrets)
+    _assert_clean("\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records), secrets)
+    for job_id in (ok, refused):
+        _assert_clean(_prefect_records(str(store.get_job(job_id).flow_run_id)), secrets)  # type: ignore[union-attr]

@@ -1,15 +1,25 @@
-"""The benchmark's datasets, written once into .data/bench in the Hub's parquet layout."""
+"""The benchmark's datasets, written once into .data/bench in the Hub's own layouts.
+
+Each parquet dataset is ONE file with the row groups `datasets` writes (`to_parquet`, as `push_to_hub`
+does): a one-file dataset can be a single row group of tens of megabytes, which is what a reader
+that holds whole row groups gets wrong. Photos are real-size JPEGs (~1.2-1.6 MB); a few distinct
+encodes are made distinct per row by a JPEG comment segment, so every image is stored once.
+"""
 
 from __future__ import annotations
 
 import io
 import random
 import shutil
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
 from hf_ingest.hub_formats import write_parquet_dataset
+
+LAYOUT_VERSION = "one-file-v2"  # a dataset written with another layout is written again
 
 
 def _small(i: int) -> bytes:
@@ -34,18 +44,60 @@ def _large(i: int) -> bytes:
     return buffer.getvalue()
 
 
-ROWS_PER_SHARD = 5_000
+def _photo_encodes(size: tuple[int, int], count: int = 8) -> list[bytes]:
+    """A few real-size camera-like JPEGs (noise does not compress: ~1.2-1.6 MB at 2400x1600)."""
+    encodes = []
+    for seed in range(count):
+        rng = random.Random(seed)
+        half = (size[0] // 2, size[1] // 2)
+        image = Image.effect_noise(half, 30 + seed).convert("RGB").resize(size)
+        image.paste((rng.randrange(256), 80, 20), (0, 0, size[0] // 4, size[1] // 4))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=92)
+        encodes.append(buffer.getvalue())
+    return encodes
+
+
+def distinct(jpeg: bytes, i: int) -> bytes:
+    """`jpeg` with a comment segment naming `i`: the same picture, a different file (and hash)."""
+    payload = f"hf-ingest-bench-{i}".encode()
+    return jpeg[:2] + b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def _write_once(folder: Path, write: Callable[[Path], None]) -> Path:
+    marker = folder / ".layout"
+    if marker.exists() and marker.read_text() == LAYOUT_VERSION:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)  # missing, or written with an older layout
+    write(folder)
+    marker.write_text(LAYOUT_VERSION)
+    return folder
 
 
 def ensure(root: Path, name: str, count: int) -> Path:
-    """Every dataset in shards of at most ROWS_PER_SHARD rows (one row group each): the 5,000 and
-    the 50,000-image runs then read the same row groups, and their peak RSS compares image counts,
-    not file layouts."""
-    folder = root / name
-    shards = max(1, -(-count // ROWS_PER_SHARD))
-    if len(list((folder / "data").glob("*.parquet"))) == shards:
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)  # missing, or written with an older layout
+    """`small-N` / `large-N`: N images in one parquet file."""
     make = _large if name.startswith("large") else _small
-    rows = [{"image": make(i), "i": i} for i in range(count)]
-    return write_parquet_dataset(folder, rows, shards=shards)
+    return _write_once(root / name, lambda folder: write_parquet_dataset(
+        folder, [{"image": make(i), "i": i} for i in range(count)]
+    ))
+
+
+def ensure_photos(root: Path, name: str, count: int) -> Path:
+    """`count` photos of ~1.4 MB in ONE parquet file, in the row groups `datasets` writes."""
+    encodes = _photo_encodes((2400, 1600))
+    return _write_once(root / name, lambda folder: write_parquet_dataset(
+        folder, [{"image": distinct(encodes[i % len(encodes)], i), "i": i} for i in range(count)]
+    ))
+
+
+def ensure_imagefolder(root: Path, name: str, count: int) -> Path:
+    """`count` JPEG files of ~1 MB in the `imagefolder` layout (`train/<class>/<file>.jpg`)."""
+    encodes = _photo_encodes((2000, 1400))
+
+    def write(folder: Path) -> None:
+        for i in range(count):
+            target = folder / "train" / f"class{i % 10}" / f"{i:05d}.jpg"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(distinct(encodes[i % len(encodes)], i))
+
+    return _write_once(root / name, write)

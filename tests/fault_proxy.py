@@ -40,11 +40,19 @@ _ERRORS = {
     "429": (429, "TooManyRequests", "Too many requests, retry later."),
 }
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_COMMIT_PATH = re.compile(r"/resolve/[0-9a-f]{40}/")
 
 
 class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up mid-answer (a reader that stopped early) is normal, not worth a traceback."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def free_port() -> int:
@@ -100,6 +108,7 @@ class FaultProxy:
         self.bytes_sent = 0
         self._lock = threading.Lock()
         self._cache_dir = Path(tempfile.mkdtemp(prefix="fault-proxy-cache-"))
+        self._immutable_files: dict[str, Path] = {}
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -246,7 +255,12 @@ class FaultProxy:
 
     def _whole_file(self, path: str, headers: dict[str, str]) -> Path | tuple[int, list[tuple[str, str]], bytes]:
         """The upstream's whole answer for `path`, on disk, keyed by the file's ETag (a new commit is a new file)."""
-        upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=120)
+        immutable = _COMMIT_PATH.search(path) is not None  # /resolve/<sha>/...: the file never changes
+        with self._lock:
+            known = self._immutable_files.get(path) if immutable else None
+        if known is not None:
+            return known
+        upstream = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=600)
         try:
             upstream.request("HEAD", path, headers={**headers, "Content-Length": "0"})
             head = upstream.getresponse()
@@ -256,7 +270,7 @@ class FaultProxy:
             etag = head.getheader("ETag") or head.getheader("X-Linked-Etag") or ""
             target = self._cache_dir / hashlib.sha256(f"{path}\n{etag}".encode()).hexdigest()
             if etag and target.exists():
-                return target
+                return self._remember(path, target, immutable)
             upstream.request("GET", path, headers={**headers, "Content-Length": "0"})
             response = upstream.getresponse()
             if response.status != 200:
@@ -266,9 +280,15 @@ class FaultProxy:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
             os.replace(partial, target)
-            return target
+            return self._remember(path, target, immutable)
         finally:
             upstream.close()
+
+    def _remember(self, path: str, target: Path, immutable: bool) -> Path:
+        if immutable:  # olah hashes a whole file to answer a HEAD (seconds for a large one): ask once
+            with self._lock:
+                self._immutable_files[path] = target
+        return target
 
     @property
     def url(self) -> str:

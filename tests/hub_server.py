@@ -11,13 +11,15 @@ Known olah quirks this harness works around or guards against:
   so `publish` refuses one with a clear message instead of letting a test fail obscurely;
 - offline, it resolves a revision without README.md only from its cache: `publish` adds a README.
 
-Run it on its own (the benchmark does): `python -m tests.hub_server MIRRORS_DIR` prints the endpoint.
+Run it by hand to try a Hub id without the internet: `python -m tests.hub_server FOLDER...` serves each
+folder as the dataset `local/<folder name>` and prints the HF_ENDPOINT to use.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -96,13 +98,18 @@ class HubServer:
 
     def stop(self) -> None:
         self.proxy.stop()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:  # olah runs uvicorn in a child process: stop the whole group
+            for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.process.pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + grace
+                while time.monotonic() < deadline and _group_alive(self.process.pid):
+                    self.process.poll()
+                    time.sleep(0.1)
+                if not _group_alive(self.process.pid):
+                    break
         shutil.rmtree(self.root, ignore_errors=True)
 
     def publish(self, repo_id: str, folder: Path, message: str = "upload") -> str:
@@ -133,6 +140,14 @@ class HubServer:
         }
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _git(repo: Path, *args: str) -> str:
     result = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True)
     return result.stdout
@@ -151,10 +166,13 @@ def _refuse_olah_lfs_lookalikes(folder: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Serve until interrupted; prints the endpoint on the first line (the benchmark reads it)."""
-    server = HubServer(Path(argv[0]) if argv else None).start()
-    print(server.endpoint, flush=True)
+    """Serve each folder given as the Hub dataset `local/<folder name>` until interrupted."""
+    server = HubServer().start()
     try:
+        for folder in map(Path, argv):
+            commit = server.publish(f"local/{folder.name}", folder)
+            print(f"local/{folder.name} at {commit}", flush=True)
+        print(f"HF_ENDPOINT={server.endpoint}  (Ctrl-C stops the server)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     supabase_block: str | None = None  # name of a saved SupabaseCredentials block
 
     webhook_secret: SecretStr | None = None
+    max_request_bytes: int = Field(default=64 * 1024, gt=0)  # larger trigger bodies: 413 before parsing
+    auth_failures_per_minute: int = Field(default=20, gt=0)  # then 429 for that client (a valid token passes)
     local_dataset_root: Path | None = None
     hf_token: SecretStr | None = None
 
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     store_concurrency: int = Field(default=16, gt=0, le=256)
     progress_interval_seconds: float = Field(default=2.0, ge=0)
     reconcile_interval_seconds: float = Field(default=15.0, ge=0)  # 0: the trigger runs no reconciler
+    reconcile_queued_grace_seconds: float = Field(default=60.0, ge=0)  # a queued job without a run waits this long
 
     @property
     def uses_supabase(self) -> bool:

@@ -8,7 +8,10 @@ This loop needs no hook. Every few seconds (in the trigger process, or `hf-inges
   ends as `failed` with "crashed: ...");
 - a job whose flow run was deleted from Prefect is `failed` with that reason;
 - a `queued` job that has no flow run after a grace period (the trigger died between the
-  two steps, or a Supabase webhook never arrived) gets its run started now.
+  two steps, Prefect was down when it was posted, or a Supabase webhook never arrived) gets its
+  run started now, after the same validation as the trigger's: a row that fails it (an app
+  inserted it with bad params) becomes `failed` with the reason, and is never started.
+Only rows of this project's kind (`huggingface_import`) are touched.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from fastapi.concurrency import run_in_threadpool
 from blocks.settings import get_settings
 from deployments import flow_runs
 from flows.job_state_hooks import job_status_for, mirror_state
-from hf_ingest.jobstore import Job, JobStatus, JobStore
+from hf_ingest.import_request import InvalidImport, validate_import
+from hf_ingest.jobstore import JOB_KIND, Job, JobStatus, JobStore
 from hf_ingest.logs import StageLogger
 
 logger = logging.getLogger("hf_ingest.reconciler")
 
 ReadFlowRun = Callable[[str], Awaitable[Any | None]]  # flow run id -> FlowRun, or None if deleted
-StartFlowRun = Callable[[uuid.UUID, dict[str, Any]], Awaitable[str]]
+StartFlowRun = Callable[..., Awaitable[str]]  # (job id, params, source=...) -> flow run id
 
 
 @dataclass(frozen=True)
@@ -60,14 +64,15 @@ async def reconcile_once(
     *,
     read_run: ReadFlowRun = read_flow_run,
     start_run: StartFlowRun = flow_runs.start_flow_run,
-    queued_grace: timedelta = timedelta(seconds=60),
+    queued_grace: timedelta | None = None,
     now: datetime | None = None,
 ) -> list[Repair]:
     """One pass over the unfinished jobs; returns what it changed."""
     now = now or datetime.now(timezone.utc)
+    queued_grace = queued_grace if queued_grace is not None else _queued_grace()
     repairs: list[Repair] = []
     jobs = await run_in_threadpool(store.list_jobs, [JobStatus.QUEUED, JobStatus.RUNNING])
-    for job in jobs:
+    for job in (job for job in jobs if job.kind == JOB_KIND):
         log = StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-")
         try:
             repair = await _reconcile_job(store, job, read_run, start_run, queued_grace, now)
@@ -90,7 +95,13 @@ async def _reconcile_job(
         created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=timezone.utc)
         if job.status is not JobStatus.QUEUED or now - created < grace:
             return None
-        flow_run_id = await start_run(job.id, job.params)
+        try:
+            params = validate_import(job.params, get_settings().local_dataset_root)
+        except InvalidImport as exc:
+            reason = f"not started: {exc}"
+            moved = await run_in_threadpool(store.advance, job.id, JobStatus.FAILED, error=reason)
+            return Repair(job.id, job.status, JobStatus.FAILED, reason) if moved else None
+        flow_run_id = await start_run(job.id, params, source="reconciler")
         await run_in_threadpool(store.set_flow_run_id, job.id, flow_run_id)
         return Repair(job.id, job.status, None, f"queued without a flow run; started {flow_run_id}")
 
@@ -108,6 +119,17 @@ async def _reconcile_job(
     if status is None:
         return None
     return Repair(job.id, job.status, status, f"flow run is {run.state.type.value}")
+
+
+async def reconcile_job(store: JobStore, job: Job) -> Repair | None:
+    """Bring one job in line with its flow run now (the trigger does, after Prefect refused a cancel)."""
+    return await _reconcile_job(store, job, read_flow_run, flow_runs.start_flow_run, _queued_grace(),
+                                datetime.now(timezone.utc))
+
+
+def _queued_grace() -> timedelta:
+    """How long a queued job without a run is left to the trigger before the reconciler starts it."""
+    return timedelta(seconds=get_settings().reconcile_queued_grace_seconds)
 
 
 async def reconcile_forever(store_factory: Callable[[], JobStore], interval_seconds: float) -> None:

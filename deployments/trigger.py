@@ -8,7 +8,6 @@ Run it with `uvicorn deployments.trigger:app` (make up does).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -18,22 +17,16 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from blocks.settings import Settings, get_settings
 from deployments import flow_runs
-from deployments.reconciler import reconcile_forever
-from deployments.schemas import (
-    ImportRequest,
-    JobAccepted,
-    JobOut,
-    JobRecord,
-    Problem,
-    SupabaseWebhook,
-    resolve_dataset,
-)
+from deployments.guard import FailedAuthLimiter, RequestGuard
+from deployments.reconciler import reconcile_forever, reconcile_job
+from deployments.schemas import ImportRequest, JobAccepted, JobOut, JobRecord, Problem, SupabaseWebhook
 from hf_ingest import runtime
 from hf_ingest.backoff import call_with_backoff
+from hf_ingest.import_request import InvalidImport, validate_import
 from hf_ingest.jobstore import Job, JobStatus, JobStore
 from hf_ingest.logs import StageLogger, redact
 
@@ -58,7 +51,15 @@ app = FastAPI(
     version="0.1.0",
     description="Starts HuggingFace image imports as Prefect flow runs and reports their jobs.",
 )
+# The token is checked by RequestGuard before any body is read; this only documents it in OpenAPI.
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <WEBHOOK_SECRET>")
+failed_auth = FailedAuthLimiter(lambda: get_settings().auth_failures_per_minute)
+app.add_middleware(
+    RequestGuard,
+    secret=lambda: (s.get_secret_value() if (s := get_settings().webhook_secret) else None),
+    max_body_bytes=lambda: get_settings().max_request_bytes,
+    limiter=failed_auth,
+)
 
 
 def settings_dependency() -> Settings:
@@ -69,22 +70,7 @@ def job_store_dependency() -> JobStore:
     return runtime.job_store()
 
 
-def require_token(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    settings: Annotated[Settings, Depends(settings_dependency)],
-) -> None:
-    """Constant-time check of the bearer token against WEBHOOK_SECRET."""
-    expected = settings.webhook_secret.get_secret_value() if settings.webhook_secret else ""
-    if not expected:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "WEBHOOK_SECRET is not configured")
-    given = credentials.credentials if credentials else ""
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
-
-
-Authorized = Depends(require_token)
+Authorized = Depends(_bearer)
 Store = Annotated[JobStore, Depends(job_store_dependency)]
 CurrentSettings = Annotated[Settings, Depends(settings_dependency)]
 
@@ -95,24 +81,24 @@ def _unprocessable(reason: str) -> HTTPException:
 
 def _params(request: ImportRequest, settings: Settings) -> dict[str, Any]:
     try:
-        dataset = resolve_dataset(request.dataset, settings.local_dataset_root)
-    except ValueError as exc:
+        return validate_import(request.model_dump(), settings.local_dataset_root)
+    except InvalidImport as exc:
         raise _unprocessable(str(exc)) from None
-    return {**request.model_dump(), "dataset": dataset}
 
 
-async def _start(store: JobStore, job: Job, params: dict[str, Any], settings: Settings) -> JSONResponse:
-    """Start (or find, on a repeat) the job's flow run with the validated `params`; a Prefect outage
-    fails the job and answers 503."""
+async def _start(store: JobStore, job: Job, params: dict[str, Any], settings: Settings, source: str) -> JSONResponse:
+    """Start (or find, on a repeat) the job's flow run with the validated `params`. If Prefect cannot take
+    the run, the job stays `queued` with the reason in `error`, the answer is 503, and the reconciler (or
+    a repeat of the request) starts it once Prefect answers again."""
     log = StageLogger(logger, job_id=job.id, flow_run_id=job.flow_run_id or "-", secrets=settings.secret_values())
     if job.status is not JobStatus.QUEUED:  # a repeat of a job already under way or finished: report it
         return _accepted(job)
     try:
-        flow_run_id = await flow_runs.start_flow_run(job.id, params)
+        flow_run_id = await flow_runs.start_flow_run(job.id, params, source=source)
     except flow_runs.PrefectUnavailable as exc:
-        reason = redact(f"could not start the flow run: {exc}", settings.secret_values())
-        await run_in_threadpool(call_with_backoff, lambda: store.advance(job.id, JobStatus.FAILED, error=reason))
-        log.error("trigger", "flow run not started", error=reason)
+        reason = redact(f"waiting for Prefect: {exc}", settings.secret_values())
+        await run_in_threadpool(call_with_backoff, lambda: store.set_error(job.id, reason))
+        log.error("trigger", "flow run not started; the job stays queued", error=reason)
         return JSONResponse(
             Problem(detail=reason, job_id=job.id).model_dump(mode="json"), status.HTTP_503_SERVICE_UNAVAILABLE
         )
@@ -141,7 +127,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     responses={
         **_ERRORS,
         409: {"model": Problem, "description": "Idempotency-Key reused for a different request"},
-        503: {"model": Problem, "description": "Prefect unreachable; the job is failed with the reason"},
+        413: {"model": Problem, "description": "body over MAX_REQUEST_BYTES"},
+        429: {"model": Problem, "description": "too many failed authentications from this client"},
+        503: {"model": Problem, "description": "Prefect unreachable; the job stays queued with the reason and starts once Prefect answers"},
     },
     dependencies=[Authorized],
 )
@@ -161,7 +149,7 @@ async def process_huggingface(
     job = await run_in_threadpool(call_with_backoff, lambda: store.create_job(job_id, params))
     if job.params != params:
         raise HTTPException(status.HTTP_409_CONFLICT, "Idempotency-Key was already used for a different request")
-    return await _start(store, job, params, settings)
+    return await _start(store, job, params, settings, source="api")
 
 
 async def _start_webhook_job(hook: SupabaseWebhook, store: JobStore, settings: Settings) -> JSONResponse:
@@ -173,7 +161,7 @@ async def _start_webhook_job(hook: SupabaseWebhook, store: JobStore, settings: S
         raise _unprocessable(f"jobs record is not a huggingface_import job: {exc}"[:1000]) from None
     params = _params(record.params, settings)
     job = await run_in_threadpool(call_with_backoff, lambda: store.create_job(record.id, params))
-    return await _start(store, job, params, settings)
+    return await _start(store, job, params, settings, source="webhook")
 
 
 async def _job_or_404(store: JobStore, job_id: uuid.UUID) -> Job:
@@ -198,20 +186,28 @@ async def get_job(job_id: uuid.UUID, store: Store) -> dict[str, Any]:
     dependencies=[Authorized],
 )
 async def cancel_job(job_id: uuid.UUID, store: Store) -> Any:
-    """Cancel the job's flow run; the job ends `cancelled` (unless it finished first)."""
+    """Cancel the job's flow run. The job ends `cancelled` only if Prefect cancelled the run; a run that
+    finished first is reported as it ended (409)."""
     job = await _job_or_404(store, job_id)
     if job.status.is_terminal:
         raise HTTPException(status.HTTP_409_CONFLICT, f"job is already {job.status.value}")
     if job.flow_run_id:
         try:
-            await flow_runs.cancel_flow_run(job.flow_run_id)
+            outcome = await flow_runs.cancel_flow_run(job.flow_run_id)
         except flow_runs.PrefectUnavailable as exc:
             return JSONResponse(Problem(detail=str(exc), job_id=job_id).model_dump(mode="json"), 503)
+        if not outcome.cancelled:  # Prefect refused: the run had already ended; the job shows how
+            await reconcile_job(store, job)
+            current = await _job_or_404(store, job_id)
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"the flow run is {outcome.state_name}, not cancelled; the job is {current.status.value}",
+            )
     # The run's on_cancellation hook writes this too; a run that never started runs no hook.
     await run_in_threadpool(
         call_with_backoff, lambda: store.advance(job_id, JobStatus.CANCELLED, error="cancelled through the trigger")
     )
-    return (await run_in_threadpool(store.get_job, job_id)).as_dict()  # type: ignore[union-attr]
+    return (await _job_or_404(store, job_id)).as_dict()
 
 
 @app.post(
@@ -230,13 +226,12 @@ async def retry_job(job_id: uuid.UUID, store: Store, settings: CurrentSettings) 
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise HTTPException(status.HTTP_409_CONFLICT, f"only failed or cancelled jobs are retried; this one is {job.status.value}")
     try:
-        request = ImportRequest.model_validate({k: v for k, v in job.params.items() if v is not None})
-    except ValueError as exc:
-        raise _unprocessable(f"the job's parameters are not valid any more: {exc}"[:1000]) from None
-    params = _params(request, settings)
+        params = validate_import(job.params, settings.local_dataset_root)
+    except InvalidImport as exc:
+        raise _unprocessable(f"the job's parameters are not valid any more: {exc}") from None
     retry_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"retry-of-{job_id}")
     retry = await run_in_threadpool(call_with_backoff, lambda: store.create_job(retry_id, params))
-    return await _start(store, retry, params, settings)
+    return await _start(store, retry, params, settings, source="api")
 
 
 @app.get("/healthz")

@@ -9,6 +9,7 @@ says what to fix instead of spinning through backoff.
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Iterator
 
 TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -83,6 +84,15 @@ PERMANENT_CLASS_NAMES = frozenset(
 )
 
 
+# SQLSTATE classes no retry fixes: 28 bad credentials, 3D no such database, 42 no such table or column
+# (a schema that was never migrated), 22 a value the column cannot hold.
+PERMANENT_SQLSTATE_CLASSES = ("28", "3D", "42", "22")
+PERMANENT_DATABASE_MESSAGES = re.compile(
+    r"password authentication failed|no password supplied|(role|database) \"[^\"]*\" does not exist"
+    r"|no such table|no such column|unable to open database file|file is not a database|readonly database"
+)
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """The exception and everything it was raised from, each once."""
     seen: set[int] = set()
@@ -131,10 +141,23 @@ def _s3_code(exc: BaseException) -> str | None:
     return None
 
 
+def is_permanent_database_error(exc: BaseException) -> bool:
+    """Wrong credentials, a missing database or table: the database answered, and will answer the same."""
+    for e in _chain(exc):
+        for candidate in (e, getattr(e, "orig", None)):
+            sqlstate = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+            if isinstance(sqlstate, str) and sqlstate[:2] in PERMANENT_SQLSTATE_CLASSES:
+                return True
+        if {"OperationalError", "ProgrammingError", "DatabaseError"} & _class_names(e):
+            if PERMANENT_DATABASE_MESSAGES.search(str(e).lower()):
+                return True
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when retrying the same operation later may succeed."""
     chain = list(_chain(exc))
-    if any(_class_names(e) & PERMANENT_CLASS_NAMES for e in chain):
+    if any(_class_names(e) & PERMANENT_CLASS_NAMES for e in chain) or is_permanent_database_error(exc):
         return False
     for e in chain:
         names = _class_names(e)

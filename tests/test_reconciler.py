@@ -41,7 +41,7 @@ def _job(status: JobStatus, flow_run_id: str | None) -> uuid.UUID:
     return job_id
 
 
-async def _no_start(job_id: uuid.UUID, params: dict[str, Any]) -> str:
+async def _no_start(job_id: uuid.UUID, params: dict[str, Any], source: str = "") -> str:
     raise AssertionError("no run should be started")
 
 
@@ -88,7 +88,8 @@ def test_a_queued_job_without_a_run_is_started_after_the_grace_period() -> None:
     job_id = _job(JobStatus.QUEUED, None)
     started: list[uuid.UUID] = []
 
-    async def start(job: uuid.UUID, params: dict[str, Any]) -> str:
+    async def start(job: uuid.UUID, params: dict[str, Any], source: str = "") -> str:
+        assert source == "reconciler" and params["revision"] == "main"  # validated: defaults filled in
         started.append(job)
         return "run-started-by-reconciler"
 
@@ -111,3 +112,42 @@ def test_prefect_unreachable_changes_nothing(monkeypatch: pytest.MonkeyPatch) ->
     assert asyncio.run(reconcile_once(runtime.job_store(), read_run=unreachable, start_run=_no_start)) == []
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"dataset": "/etc"}, "Hub id 'owner/name'"),
+        ({"dataset": "owner/name", "revision": "main/../../x"}, "revision must not contain '..'"),
+        ({"dataset": "owner/name", "limit": -4}, "limit"),
+        ({"split": "train"}, "dataset"),
+    ],
+    ids=["local-path-without-root", "revision-escape", "negative-limit", "no-dataset"],
+)
+def test_a_queued_row_that_fails_validation_is_failed_with_the_reason_and_never_started(
+    params: dict[str, Any], reason: str
+) -> None:
+    """An app may insert a row the trigger would have refused: the reconciler checks it the same way."""
+    store = runtime.job_store()
+    job_id = uuid.uuid4()
+    store.create_job(job_id, params)
+    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    repairs = asyncio.run(reconcile_once(store, start_run=_no_start, now=later))
+    job = store.get_job(job_id)
+    assert job and job.status is JobStatus.FAILED and job.flow_run_id is None
+    assert (job.error or "").startswith("not started: invalid") or "LOCAL_DATASET_ROOT" in (job.error or "")
+    assert reason in (job.error or "") and [r.job_id for r in repairs] == [job_id]
+
+
+def test_rows_of_another_kind_are_left_alone() -> None:
+    import sqlalchemy as sa
+
+    store = runtime.job_store()
+    job_id = uuid.uuid4()
+    store.create_job(job_id, {"dataset": "owner/name"})
+    with store.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(sa.text("update jobs set kind = 'video_transcode' where id = :id"), {"id": job_id.hex})
+    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    assert asyncio.run(reconcile_once(store, start_run=_no_start, now=later)) == []
+    job = store.get_job(job_id)
+    assert job and job.status is JobStatus.QUEUED and job.error is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -120,3 +121,29 @@ def test_backoff_is_bounded_and_jittered() -> None:
     for delay, nominal in zip(delays, [1.0, 2.0, 4.0], strict=True):
         assert 0.5 * nominal <= delay <= 1.5 * nominal
     assert time.monotonic() - started < 1.0
+
+
+def test_database_answers_that_will_not_change_are_permanent(postgres_url: str, tmp_path: Path) -> None:
+    """A missing database or role, bad credentials, a table that was never created: the database answered,
+    and retrying would only delay the failure (an OperationalError is otherwise worth a retry)."""
+    import sqlalchemy as sa
+
+    from hf_ingest.jobstore.sql import make_engine
+
+    url = sa.engine.make_url(make_engine(postgres_url).url)
+    refusals = []
+    for wrong in (url.set(database="no_such_database"), url.set(username="no_such_role")):
+        with pytest.raises(sa.exc.OperationalError) as raised:
+            make_engine(wrong.render_as_string(hide_password=False)).connect()
+        refusals.append(raised.value)
+    with pytest.raises(sa.exc.DatabaseError) as raised, make_engine(postgres_url).connect() as conn:
+        conn.execute(sa.text("select * from table_never_created"))
+    refusals.append(raised.value)
+    with pytest.raises(sa.exc.OperationalError) as raised, sa.create_engine(f"sqlite:///{tmp_path}/x.db").connect() as conn:
+        conn.execute(sa.text("select * from jobs"))
+    refusals.append(raised.value)
+    for refusal in refusals:
+        assert not is_transient(refusal), refusal
+    with pytest.raises(sa.exc.OperationalError) as raised:  # nobody listening: worth a retry
+        make_engine("postgresql://u:p@127.0.0.1:1/db").connect()
+    assert is_transient(raised.value)

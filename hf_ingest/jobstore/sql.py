@@ -178,11 +178,24 @@ class SqlJobStore:
             return conn.execute(statement).rowcount == 1
 
     def set_flow_run_id(self, job_id: uuid.UUID, flow_run_id: str) -> None:
+        queued = jobs.c.status == JobStatus.QUEUED.value
         with self._writing() as conn:
             conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id)
-                .values(flow_run_id=flow_run_id, updated_at=utcnow())
+                .values(
+                    flow_run_id=flow_run_id,
+                    error=sa.case((queued, sa.null()), else_=jobs.c.error),
+                    updated_at=utcnow(),
+                )
+            )
+
+    def set_error(self, job_id: uuid.UUID, error: str) -> None:
+        with self._writing() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.QUEUED.value)
+                .values(error=error, updated_at=utcnow())
             )
 
     def update_progress(self, job_id: uuid.UUID, progress: dict[str, Any]) -> None:

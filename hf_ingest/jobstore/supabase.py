@@ -124,10 +124,27 @@ class SupabaseJobStore:
         return len(response.data) == 1
 
     def set_flow_run_id(self, job_id: uuid.UUID, flow_run_id: str) -> None:
+        now = utcnow().isoformat()
         _call(
             lambda: self.client.table("jobs")
-            .update({"flow_run_id": flow_run_id, "updated_at": utcnow().isoformat()}, returning="minimal")
+            .update({"flow_run_id": flow_run_id, "updated_at": now}, returning="minimal")
             .eq("id", str(job_id))
+            .execute()
+        )
+        _call(
+            lambda: self.client.table("jobs")
+            .update({"error": None}, returning="minimal")
+            .eq("id", str(job_id))
+            .eq("status", JobStatus.QUEUED.value)
+            .execute()
+        )
+
+    def set_error(self, job_id: uuid.UUID, error: str) -> None:
+        _call(
+            lambda: self.client.table("jobs")
+            .update({"error": error, "updated_at": utcnow().isoformat()}, returning="minimal")
+            .eq("id", str(job_id))
+            .eq("status", JobStatus.QUEUED.value)
             .execute()
         )
 

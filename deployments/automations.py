@@ -3,13 +3,15 @@
 Runs emit `prefect.flow-run.heartbeat` every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (make up
 sets 30). If neither a heartbeat nor a terminal state event follows within three intervals, the
 process is gone (SIGKILL, OOM, a lost machine): the server sets the run Crashed, and the
-reconciler then fails its job with "crashed: ...". Registered by `make up`; idempotent.
+reconciler then fails its job with "crashed: ...". It matches only runs of this project's
+deployments (their ids, as related resources of the events), never other flows of the workspace:
+on a shared server or Prefect Cloud, other teams' runs are left alone. Registered by
+`hf-ingest setup-prefect` (which `make up` runs); idempotent.
 """
 
 from __future__ import annotations
 
-import os
-import sys
+from collections.abc import Sequence
 from datetime import timedelta
 
 from prefect.automations import Automation
@@ -21,10 +23,12 @@ from prefect.events.schemas.events import ResourceSpecification
 NAME = "hf-ingest: crash zombie flow runs"
 
 
-def zombie_automation(heartbeat_seconds: int) -> Automation:
+def zombie_automation(heartbeat_seconds: int, deployment_ids: Sequence[str]) -> Automation:
+    if not deployment_ids:
+        raise ValueError("the zombie automation needs the ids of the deployments it watches")
     return Automation(
         name=NAME,
-        description="Marks flow runs Crashed when their heartbeats stop (the process died).",
+        description="Marks hf-ingest flow runs Crashed when their heartbeats stop (the process died).",
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
             expect={
@@ -35,6 +39,12 @@ def zombie_automation(heartbeat_seconds: int) -> Automation:
                 "prefect.flow-run.Crashed",
             },
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification(
+                {
+                    "prefect.resource.role": "deployment",
+                    "prefect.resource.id": [f"prefect.deployment.{deployment_id}" for deployment_id in deployment_ids],
+                }
+            ),
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -49,7 +59,7 @@ def zombie_automation(heartbeat_seconds: int) -> Automation:
     )
 
 
-def register(heartbeat_seconds: int) -> Automation:
+def register(heartbeat_seconds: int, deployment_ids: Sequence[str]) -> Automation:
     """Create the automation, replacing an older copy with the same name."""
     try:
         existing = Automation.read(name=NAME)
@@ -57,10 +67,4 @@ def register(heartbeat_seconds: int) -> Automation:
         existing = None
     if existing is not None:
         existing.delete()
-    return zombie_automation(heartbeat_seconds).create()
-
-
-if __name__ == "__main__":
-    seconds = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", 30))
-    automation = register(seconds)
-    print(f"registered automation {automation.name!r} ({automation.id})")
+    return zombie_automation(heartbeat_seconds, deployment_ids).create()

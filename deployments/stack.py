@@ -80,13 +80,9 @@ class Stack:
             PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "0.5"),
             PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "5"),
             PREFECT_RUNNER_POLL_FREQUENCY=env.get("PREFECT_RUNNER_POLL_FREQUENCY", "1"),
-            # Runs send a heartbeat this often; the zombie automation crashes runs that stop.
-            PREFECT_FLOWS_HEARTBEAT_FREQUENCY=env.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30"),
-            # A run over the deployment's concurrency limit waits this long before it asks again
-            # (Prefect's default, 30 s, would make a queued import look stuck).
-            PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS=env.get(
-                "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "2"
-            ),
+            # Runs send a heartbeat this often (the deployment sets it from this, `hf-ingest setup-prefect`);
+            # the zombie automation crashes runs whose heartbeats stop.
+            HF_INGEST_HEARTBEAT_SECONDS=env.get("HF_INGEST_HEARTBEAT_SECONDS", "30"),
             HF_INGEST_HOME=str(CHECKOUT),
             HF_INGEST_PYTHON=str(BIN / "python"),
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
@@ -209,11 +205,8 @@ def up(stack: Stack) -> None:
     _wait("Prefect server", lambda: _http_ok(f"{stack.api_url}/health"), 120, stack, "server")
     print(f"prefect server  {stack.api_url.removesuffix('/api')}  (UI)")
 
-    _setup(stack, "prefect", "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite")
-    _setup(stack, "prefect", "--no-prompt", "deploy", "--all")
-    _setup(stack, "prefect", "block", "register", "-m", "blocks.prefect_blocks")
-    _setup(stack, "python", "-m", "deployments.automations")
-    print(f"deployment      hf-ingest/default on work pool {WORK_POOL}, zombie-run automation registered")
+    _setup(stack, "python", "-m", "deployments.prefect_setup")
+    print(f"deployment      hf-ingest/default on work pool {WORK_POOL} (`hf-ingest setup-prefect`, see {stack.log_file('setup')})")
 
     if _read_pid(stack, "worker") is None:
         _spawn(stack, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",

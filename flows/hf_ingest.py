@@ -1,11 +1,15 @@
 """hf-ingest: a HuggingFace image dataset → object storage, one `scenes` row per image, one `jobs` row per run.
 
 The story, top to bottom:
-  1. the job row is made sure of and marked running (hooks do it too; they are not guaranteed);
-  2. the dataset is opened as a stream (never downloaded whole);
+  1. a run started from a deployment (the UI, `prefect deployment run`) is checked as the trigger
+     checks a request; the job row is made sure of and marked running (hooks do it too; they are
+     not guaranteed); a job that already ended is never reopened;
+  2. the dataset is opened as a stream at one commit (never downloaded whole), and the run is named
+     after it (`owner/name:train@1a2b3c4`) and tagged with the dataset and where it came from;
   3. rows go in batches to the `ingest-batch` task, which validates, stores and records them as scenes,
      a few batches in flight at once, so memory stays flat and one thread only reads the stream;
-  4. progress is mirrored into the job every few seconds, and the final counts at the end.
+  4. progress is mirrored into the job and a progress artifact every few seconds, the final counts at
+     the end, and a summary artifact says how it went (and, for a failure, how to resume).
 Every task retries transient failures (network, 5xx, throttling) with exponential backoff and
 jitter, and fails fast on anything else. State hooks mirror the run's state into `jobs`.
 
@@ -27,6 +31,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
+from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
@@ -34,12 +39,16 @@ from prefect.utilities.annotations import quote
 from blocks.settings import get_settings
 from flows.job_state_hooks import ensure_job, mirror_job_state
 from flows.retries import TRANSIENT_RETRIES
+from flows.run_artifacts import ProgressArtifact, label_run, publish_summary
 from hf_ingest import runtime
 from hf_ingest.backoff import call_with_backoff
+from hf_ingest.import_request import InvalidImport, validate_import
 from hf_ingest.jobstore import JobStatus
-from hf_ingest.logs import StageLogger, install_secret_filter, scrub_secrets
+from hf_ingest.logs import StageLogger, install_secret_filter, redact, scrub_secrets
 from hf_ingest.pipeline import BatchOutcome, ImageReader, IngestProgress, SceneSource, ingest_batch
 from hf_ingest.source import DatasetRequest, DatasetStream, ImageRow, canonical_dataset, open_dataset
+from hf_ingest.summary import ImportReport
+from hf_ingest.transient import PermanentIngestError
 
 # Batch tasks carry image bytes: never hash them for caching, never persist their results.
 BATCH_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False, **TRANSIENT_RETRIES}
@@ -61,10 +70,19 @@ def _log() -> StageLogger:
 @task(name="start-job", **BATCH_TASK_OPTIONS)
 @no_secrets_in_errors
 def start_job(job_id: uuid.UUID, params: dict[str, Any], flow_run_id: str) -> None:
-    """Create the job if needed and mark it running (idempotent: the on_running hook may have done it)."""
+    """Create the job if needed and mark it running (idempotent: the on_running hook may have done it).
+
+    A job that already ended is never reopened (status only moves forward): a run started again for it
+    by hand fails here, saying how to resume instead."""
     store = runtime.job_store()
     ensure_job(store, job_id, params, flow_run_id)
     store.advance(job_id, JobStatus.RUNNING)
+    job = store.get_job(job_id)
+    if job is not None and job.status.is_terminal:
+        raise PermanentIngestError(
+            f"job {job_id} already ended ({job.status.value}) and is never reopened; to resume it, "
+            f"POST /jobs/{job_id}/retry or start the same import again"
+        )
 
 
 @task(name="open-dataset", **BATCH_TASK_OPTIONS)
@@ -137,29 +155,72 @@ async def hf_ingest(
         run_id = str(current_flow_run.id)
         job_id = job_id or uuid.UUID(run_id)
         request = DatasetRequest(canonical_dataset(dataset), config, split, revision, image_column, limit)
+        if current_deployment.id is not None:  # the UI, `prefect deployment run`, the trigger
+            request = checked_like_the_trigger(request)
         log = _log()
-
-        await asyncio.to_thread(start_job, job_id, request.as_params(), run_id)
-        stream = await asyncio.to_thread(open_source, request)
-        source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
-        reader = ImageReader.for_stream(stream, settings.max_image_pixels)
-        reporter = ProgressReporter(job_id, settings.progress_interval_seconds, log)
-        with runtime.long_lived_objects_frozen():  # what is alive now outlives the batches: out of GC scans
-            progress = await asyncio.to_thread(ingest_stream, stream, source, reader, reporter)
+        started = time.monotonic()
+        progress = IngestProgress()
+        stream: DatasetStream | None = None
+        try:
+            await asyncio.to_thread(start_job, job_id, request.as_params(), run_id)
+            stream = await asyncio.to_thread(open_source, request)
+            progress.revision = stream.revision
+            await label_run(request, stream.revision)
+            source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
+            reader = ImageReader.for_stream(stream, settings.max_image_pixels)
+            artifact = await asyncio.to_thread(ProgressArtifact, stream)
+            reporter = ProgressReporter(job_id, settings.progress_interval_seconds, log, artifact)
+            with runtime.long_lived_objects_frozen():  # what is alive now outlives the batches: out of GC scans
+                await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress)
+            await asyncio.to_thread(reporter.finish, progress)
+        except BaseException as exc:
+            error = redact(f"{type(exc).__name__}: {exc}", settings.secret_values())
+            await asyncio.to_thread(publish_summary, _report(job_id, request, stream, progress, started, error))
+            raise
 
         final_counts = progress.as_dict()
         await asyncio.to_thread(call_with_backoff, lambda: runtime.job_store().update_progress(job_id, final_counts))
+        await asyncio.to_thread(publish_summary, _report(job_id, request, stream, progress, started))
         log.info("record", "import finished", **final_counts)
         return {"job_id": str(job_id), **final_counts}
 
 
+def checked_like_the_trigger(request: DatasetRequest) -> DatasetRequest:
+    """A deployment run's parameters pass the trigger's validation, or the run fails at once with the reason
+    (a run from the UI could otherwise name any local path, or a revision with '..')."""
+    try:
+        params = validate_import(request.as_params(), get_settings().local_dataset_root)
+    except InvalidImport as exc:
+        raise PermanentIngestError(str(exc)) from None
+    return DatasetRequest(**params)
+
+
+def _report(
+    job_id: uuid.UUID, request: DatasetRequest, stream: DatasetStream | None, progress: IngestProgress,
+    started: float, error: str | None = None,
+) -> ImportReport:
+    return ImportReport(
+        job_id=str(job_id),
+        dataset=request.dataset,
+        config=stream.config_name if stream else (request.config or "default"),
+        split=request.split,
+        revision=progress.revision,
+        storage=runtime.object_store().url("images/", None),
+        seconds=time.monotonic() - started,
+        progress=progress.as_dict(),
+        sample_urls=progress.sample_urls,
+        error=error,
+    )
+
+
 def ingest_stream(
-    stream: DatasetStream, source: SceneSource, reader: ImageReader, reporter: ProgressReporter
+    stream: DatasetStream, source: SceneSource, reader: ImageReader, reporter: ProgressReporter,
+    progress: IngestProgress,
 ) -> IngestProgress:
     """Read the stream into `ingest-batch` tasks, at most MAX_IN_FLIGHT_BATCHES at once (memory stays flat),
-    and count each batch as it finishes, oldest first. A batch out of retries fails the run, its rows counted."""
+    and count each batch into `progress` as it finishes, oldest first. A batch out of retries fails the
+    run, its rows counted."""
     settings = get_settings()
-    progress = IngestProgress(revision=stream.revision)
     in_flight: deque[tuple[PrefectFuture[BatchOutcome], int]] = deque()
 
     def count_oldest() -> None:
@@ -182,12 +243,16 @@ def ingest_stream(
 
 
 class ProgressReporter:
-    """Mirrors the running counts into `jobs.progress`, at most once per interval (never per image)."""
+    """Mirrors the running counts into `jobs.progress` and the run's progress artifact, at most once per
+    interval (never per image)."""
 
-    def __init__(self, job_id: uuid.UUID, interval_seconds: float, log: StageLogger) -> None:
+    def __init__(
+        self, job_id: uuid.UUID, interval_seconds: float, log: StageLogger, artifact: ProgressArtifact | None = None
+    ) -> None:
         self.job_id = job_id
         self.interval = interval_seconds
         self.log = log
+        self.artifact = artifact
         self.last = 0.0
 
     def maybe_report(self, progress: IngestProgress) -> None:
@@ -197,6 +262,8 @@ class ProgressReporter:
     def report_now(self, progress: IngestProgress) -> None:
         self.last = time.monotonic()
         counts = progress.as_dict()
+        if self.artifact is not None:
+            self.artifact.update(progress.rows_seen)
         try:
             runtime.job_store().update_progress(self.job_id, counts)
         except Exception as exc:  # progress is advisory; the final counts are written again at the end
@@ -204,3 +271,6 @@ class ProgressReporter:
             return
         self.log.info("record", "progress", **counts)
 
+    def finish(self, progress: IngestProgress) -> None:
+        if self.artifact is not None:
+            self.artifact.finish(progress.rows_seen)

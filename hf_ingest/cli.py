@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="print a job")
     show.add_argument("job_id", type=uuid.UUID)
     commands.add_parser("reconcile", help="bring unfinished jobs in line with their Prefect flow runs (one pass)")
+    commands.add_parser(
+        "setup-prefect",
+        help="create or update the work pool, deployments, queue limit, blocks and zombie automation (idempotent)",
+    )
     sample = commands.add_parser("make-sample", help="write the bundled sample dataset (Hub parquet layout)")
     sample.add_argument("folder")
     return parser
@@ -50,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(write_sample_dataset(Path(args.folder)))
         return 0
+    if args.command == "setup-prefect":
+        from deployments.prefect_setup import main as setup_prefect
+
+        return setup_prefect()
     if args.command == "reconcile":
         from deployments.reconciler import run_cli
 

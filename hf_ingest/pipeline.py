@@ -20,6 +20,7 @@ from hf_ingest.jobstore.model import Scene
 from hf_ingest.source import DatasetStream, ImageRow
 from hf_ingest.storage import ObjectStore, PutOutcome, PutRequest, object_key
 
+SAMPLE_URLS = 5
 FILE_READ_THREADS = 8  # path-only rows of a batch are read this many at a time (Hub reads are round trips)
 
 
@@ -50,6 +51,7 @@ class BatchOutcome:
     scenes_recorded: int
     invalid: Counter[str]
     scenes_updated: int = 0
+    sample_urls: tuple[str, ...] = ()  # a few stored images, for the run's summary
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def store_validated(
         for image in batch.valid
     ]
     return scenes, BatchOutcome(
+        sample_urls=tuple(scene.url for scene in scenes[:SAMPLE_URLS]),
         rows=batch.rows,
         stored=len(stored),
         already_present=len(outcomes) - len(stored),
@@ -189,6 +192,7 @@ class IngestProgress:
     failed: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     revision: str | None = None  # the commit read (Hub datasets)
+    sample_urls: list[str] = field(default_factory=list)
 
     def add(self, batch: BatchOutcome) -> None:
         self.rows_seen += batch.rows
@@ -197,6 +201,7 @@ class IngestProgress:
         self.bytes_stored += batch.bytes_stored
         self.scenes_recorded += batch.scenes_recorded
         self.scenes_updated += batch.scenes_updated
+        self.sample_urls.extend(batch.sample_urls[: SAMPLE_URLS - len(self.sample_urls)])
         self.invalid.update(batch.invalid)
 
     def as_dict(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from hf_ingest.backoff import backoff_delay
 from hf_ingest.dataset_files import DatasetFiles, FileRef, HubDatasetFiles, LocalDatasetFiles
 from hf_ingest.images import InvalidImage
 from hf_ingest.metadata import MetadataColumns
-from hf_ingest.row_sources import DatasetsRows, ParquetRows, RowSource, parquet_features
+from hf_ingest.row_sources import DatasetsRows, ParquetRows, RowSource, parquet_features, parquet_row_counts
 from hf_ingest.transient import PermanentIngestError, is_transient
 
 logger = logging.getLogger("hf_ingest.source")
@@ -97,12 +97,19 @@ class DatasetStream:
     files: DatasetFiles
     rows: RowSource
     max_image_bytes: int
+    total_rows: int | None = None  # the split's rows (before `limit`), where the format says it up front
     hf_token: str | None = field(default=None, repr=False)
     sleep: Callable[[float], None] = time.sleep
 
     @property
     def image_column(self) -> str:
         return self.slot.column
+
+    @property
+    def rows_to_read(self) -> int | None:
+        """How many rows the import will read, if known: the split's rows, or the limit if smaller."""
+        limits = [n for n in (self.total_rows, self.request.limit) if n is not None]
+        return min(limits) if limits else None
 
     def batches(self, batch_size: int, max_bytes: int) -> Iterator[list[ImageRow]]:
         """Images in order, at most `batch_size` of them and about `max_bytes` of image bytes per batch."""
@@ -227,27 +234,27 @@ def _is_image_storage(feature: Any) -> bool:
     return isinstance(feature, dict) and set(feature) == {"bytes", "path"}
 
 
+def _contains(feature: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether `feature` is, or holds somewhere inside (structs, lists), a feature of one of `kinds`."""
+    if isinstance(feature, kinds):
+        return True
+    if isinstance(feature, dict):
+        return any(_contains(inner, kinds) for inner in feature.values())
+    inner = getattr(feature, "feature", None)
+    return inner is not None and _contains(inner, kinds)
+
+
 def _contains_image(feature: Any) -> bool:
     from datasets import Image
 
-    if isinstance(feature, Image):
-        return True
-    if isinstance(feature, dict):
-        return any(_contains_image(inner) for inner in feature.values())
-    inner = getattr(feature, "feature", None)
-    return inner is not None and _contains_image(inner)
+    return _contains(feature, (Image,))
 
 
 def _is_media(feature: Any) -> bool:
     """Images, audio and video are not metadata (they are media, possibly large)."""
     from datasets import Audio, Image, Video
 
-    if isinstance(feature, (Image, Audio, Video)):
-        return True
-    if isinstance(feature, dict):
-        return any(_is_media(inner) for inner in feature.values())
-    inner = getattr(feature, "feature", None)
-    return inner is not None and _is_media(inner)
+    return _contains(feature, (Image, Audio, Video))
 
 
 def _describe(feature: Any) -> str:
@@ -276,13 +283,18 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
         files = HubDatasetFiles(request.dataset, commit, filesystem)
     builder = _builder(request, commit, hf_token)
     parquet_files = _parquet_files(builder, request.split)
+    total_rows: int | None = None
     if parquet_files is not None:  # read with pyarrow: memory bounded by bytes, not by row groups
         open_file = (lambda path: filesystem.open(path, "rb")) if filesystem is not None else (lambda path: path)
+        open_footer = (lambda path: filesystem.open(path, "rb", block_size=2**16)) if filesystem is not None else open_file
         declared = dict(builder.info.features or {})  # from the README's dataset_info, with ClassLabel names
-        features = {**parquet_features(open_file(parquet_files[0])), **declared}
+        features = {**parquet_features(open_footer(parquet_files[0])), **declared}
+        total_rows = sum(parquet_row_counts(parquet_files, open_footer))
     else:
         iterable = _streaming_split(builder, request, hf_token)
         features = dict(iterable.features or {})
+        if builder.name == "imagefolder":  # one row per image file
+            total_rows = len(_split_files(builder, request.split))
     slot = find_image_slot(features, request.image_column, request.dataset)
     metadata_columns = [name for name, feature in features.items() if name != slot.column and not _is_media(feature)]
     columns = [slot.column, *metadata_columns]
@@ -300,6 +312,7 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
         files=files,
         rows=rows,
         max_image_bytes=max_image_bytes,
+        total_rows=total_rows,
         hf_token=hf_token,
     )
 
@@ -334,10 +347,16 @@ def _parquet_files(builder: Any, split: str) -> list[str] | None:
     config = builder.config
     if builder.name != "parquet" or getattr(config, "filters", None) or getattr(config, "columns", None):
         return None
+    return _split_files(builder, split)
+
+
+def _split_files(builder: Any, split: str) -> list[str]:
+    """The data files of `split`; a split the dataset does not have fails, naming the ones it has."""
+    config = builder.config
     splits = {str(name): [str(f) for f in files] for name, files in (config.data_files or {}).items()}
     if split not in splits or not splits[split]:
         raise PermanentIngestError(
-            f"split {split!r} is not in {builder.repo_id or 'the dataset'!r} (config {config.name!r}); "
+            f"split {split!r} is not in {getattr(builder, 'repo_id', None) or 'the dataset'!r} (config {config.name!r}); "
             f"splits: {', '.join(sorted(splits)) or 'none'}"
         )
     return splits[split]

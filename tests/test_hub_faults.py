@@ -44,12 +44,19 @@ def _images() -> list[bytes]:
     return [encode_image((30 + i % 17, 20 + i // 17), "JPEG", color=(i * 4, 100, 3)) for i in range(ROWS)]
 
 
-def _data_requests(match: str, script: list[str | None]) -> Callable[[str, str], Fault]:
-    """Fault plan: the GETs of data files get the faults of `script` in order (None: pass), then pass."""
+def _data_requests(
+    match: str, script: list[str | None], opening_reads: Callable[[str], int] = lambda path: 0
+) -> Callable[[str, str], Fault]:
+    """Fault plan: GETs of data files whose path contains `match` get the faults of `script` in order
+    (None: pass), except each file's first `opening_reads(path)` GETs (its footer, read while opening)."""
     remaining = list(script)
+    seen: dict[str, int] = {}
 
     def plan(method: str, path: str) -> Fault:
-        if method != "GET" or match not in path or not remaining:
+        if method != "GET" or match not in path:
+            return None
+        seen[path] = seen.get(path, 0) + 1
+        if seen[path] <= opening_reads(path) or not remaining:
             return None
         return remaining.pop(0)
 
@@ -70,8 +77,11 @@ def test_a_parquet_stream_resumes_after_resets_cut_bodies_5xx_and_429(
     )
     repo = f"tester/flaky-{uuid.uuid4().hex[:8]}"
     hub.publish(repo, folder)
+    # Opening reads every file's footer (row counts; the first file's schema too): the faults hit the
+    # stream, after that.
     hub.proxy.plan = _data_requests(
-        ".parquet", [None, "cut", "cut", None, "reset", "reset", None, "500", "500", None, "429", "429"]
+        ".parquet", [None, "cut", "cut", None, "reset", "reset", None, "500", "500", None, "429", "429"],
+        opening_reads=lambda path: 2 if "00000-of" in path else 1,
     )
     job_id = uuid.uuid4()
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 
 from hf_ingest.hub_formats import encode_image, write_parquet_dataset
+from hf_ingest.jobstore import JobStatus
 from hf_ingest.jobstore.sql import SqlJobStore
 from hf_ingest.sample import sample_rows, write_sample_dataset
 from tests.fault_proxy import free_port
@@ -92,7 +94,9 @@ def live_stack() -> Iterator[LiveStack]:
         "LOCAL_DATASET_ROOT": str(datasets),
         "BATCH_SIZE": "64",
         "MAX_IN_FLIGHT_BATCHES": "2",
-        "RECONCILE_INTERVAL_SECONDS": "5",
+        "RECONCILE_INTERVAL_SECONDS": "2",
+        "RECONCILE_QUEUED_GRACE_SECONDS": "5",
+        "AUTH_FAILURES_PER_MINUTE": "10000",  # the limiter itself is tested in test_trigger_guard.py
     }
     up = _stack_command(env, "up")
     if up.returncode != 0:
@@ -320,9 +324,11 @@ def _flow_run_id_from(output: str) -> str:
     raise AssertionError(f"no flow run id in: {output}")
 
 
-def test_prefect_down_answers_503_and_fails_the_job_with_the_reason(live_stack: LiveStack) -> None:
+def test_prefect_down_answers_503_keeps_the_job_queued_and_it_starts_once_prefect_answers(live_stack: LiveStack) -> None:
+    """A trigger that cannot reach Prefect answers 503 and leaves the job `queued` with the reason; the
+    stack's own trigger (whose Prefect answers) then starts it from its reconciler, and it completes."""
     port = free_port()
-    env = {**live_stack.env, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}  # nothing listens there
+    env = {**live_stack.env, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api", "RECONCILE_INTERVAL_SECONDS": "0"}
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "uvicorn"), "deployments.trigger:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=CHECKOUT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -338,8 +344,8 @@ def test_prefect_down_answers_503_and_fails_the_job_with_the_reason(live_stack: 
                 time.sleep(0.2)
         started = time.monotonic()
         response = httpx.post(
-            f"http://127.0.0.1:{port}/process-huggingface", json={"dataset": "sample"},
-            headers={"Authorization": f"Bearer {SECRET}"}, timeout=120,
+            f"http://127.0.0.1:{port}/process-huggingface", json={"dataset": "sample", "limit": 3},
+            headers={"Authorization": f"Bearer {SECRET}", "Idempotency-Key": f"prefect-down-{uuid.uuid4()}"}, timeout=120,
         )
         assert time.monotonic() - started < 60
     finally:
@@ -349,8 +355,12 @@ def test_prefect_down_answers_503_and_fails_the_job_with_the_reason(live_stack: 
     body = response.json()
     assert "Prefect API unreachable" in body["detail"]
     job = live_stack.store.get_job(uuid.UUID(body["job_id"]))
-    assert job is not None and job.status.value == "failed"
-    assert "could not start the flow run" in (job.error or "") and SECRET not in (job.error or "")
+    assert job is not None and job.status.value == "queued" and job.flow_run_id is None
+    assert (job.error or "").startswith("waiting for Prefect: Prefect API unreachable") and SECRET not in job.error
+
+    done = live_stack.wait_for(body["job_id"], {"completed", "failed"}, timeout=90)
+    assert done["status"] == "completed" and done["error"] is None and done["flow_run_id"]
+    assert done["progress"]["rows_seen"] == 3
 
 
 def test_openapi_documents_every_endpoint(live_stack: LiveStack) -> None:
@@ -359,7 +369,7 @@ def test_openapi_documents_every_endpoint(live_stack: LiveStack) -> None:
         schema["paths"]
     )
     post = schema["paths"]["/process-huggingface"]["post"]
-    assert {"202", "401", "409", "422", "503"} <= set(post["responses"])
+    assert {"202", "401", "409", "413", "422", "429", "503"} <= set(post["responses"])
     assert any(p["name"].lower() == "idempotency-key" for p in post["parameters"])
 
 
@@ -376,7 +386,28 @@ def _kill_worker_and_its_runs(state: Path) -> list[int]:
     return [p.pid for p in victims]
 
 
+def _silent_run_of_another_team(live_stack: LiveStack) -> str:
+    """A Running flow run of another flow's deployment, whose one heartbeat is followed by silence."""
+    from datetime import timezone
+
+    flow = _prefect(live_stack, "POST", "/flows/", json={"name": f"another-team-{uuid.uuid4().hex[:6]}"})
+    theirs = _prefect(live_stack, "POST", "/deployments/", json={"name": "theirs", "flow_id": flow["id"]})
+    run = _prefect(live_stack, "POST", f"/deployments/{theirs['id']}/create_flow_run",
+                   json={"state": {"type": "RUNNING", "name": "Running"}})
+    _prefect(live_stack, "POST", "/events", json=[{
+        "id": str(uuid.uuid4()),
+        "occurred": datetime.now(timezone.utc).isoformat(),
+        "event": "prefect.flow-run.heartbeat",
+        "resource": {"prefect.resource.id": f"prefect.flow-run.{run['id']}"},
+        "related": [{"prefect.resource.id": f"prefect.deployment.{theirs['id']}", "prefect.resource.role": "deployment"}],
+    }])
+    return str(run["id"])
+
+
 def test_a_killed_worker_fails_the_job_as_crashed_and_a_rerun_completes(live_stack: LiveStack) -> None:
+    """The zombie automation crashes our run whose heartbeats stopped (and only ours: another team's
+    silent run on the same server is left alone); the reconciler fails the job; a retry completes it."""
+    theirs = _silent_run_of_another_team(live_stack)
     with live_stack.client() as client:
         body = client.post("/process-huggingface", json={"dataset": "huge"}).json()
         deadline = time.monotonic() + 60
@@ -396,6 +427,7 @@ def test_a_killed_worker_fails_the_job_as_crashed_and_a_rerun_completes(live_sta
         assert job["status"] == "failed", job
         assert job["error"].startswith("crashed:"), job["error"]
         assert bound <= 180, f"job failed only {bound:.0f}s after the worker died"
+        assert _prefect(live_stack, "GET", f"/flow_runs/{theirs}")["state"]["type"] == "RUNNING"  # not ours
 
         up = _stack_command(live_stack.env, "up")  # bring the worker back; the rest is reused
         assert up.returncode == 0, up.stderr
@@ -432,3 +464,166 @@ def test_concurrent_duplicates_with_one_idempotency_key_make_one_job_and_one_run
     assert len({r.json()["flow_run_id"] for r in responses}) == 1
     assert live_stack.job_count() == before + 1
     live_stack.wait_for(responses[0].json()["job_id"], {"completed"})
+
+
+def test_a_burst_of_40_imports_is_accepted_at_once_and_every_one_completes(live_stack: LiveStack) -> None:
+    """Imports over the work queue's concurrency limit wait Scheduled, unoffered to the worker, and cost
+    nothing: a burst is all accepted within seconds and drains at the pool's pace, none lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(i: int) -> tuple[int, float, dict]:
+        started = time.monotonic()
+        with live_stack.client() as client:
+            response = client.post("/process-huggingface", json={"dataset": "sample", "limit": 1 + i % 5})
+        return response.status_code, time.monotonic() - started, response.json()
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        answers = list(pool.map(post, range(40)))
+    assert [status for status, _, _ in answers] == [202] * 40
+    assert max(seconds for _, seconds, _ in answers) < 30
+    for i, (_, _, body) in enumerate(answers):
+        job = live_stack.wait_for(body["job_id"], {"completed", "failed"}, timeout=300)
+        assert job["status"] == "completed" and job["progress"]["rows_seen"] == 1 + i % 5, job
+    proposals = (live_stack.state / "logs" / "worker.log").read_text().count("AwaitingConcurrencySlot")
+    assert proposals == 0  # no run was offered to the worker only to be parked
+
+
+def test_floods_of_unauthenticated_bodies_leave_the_trigger_small_and_serving(live_stack: LiveStack) -> None:
+    """Ten clients stream 200 MB bodies without the token, others with the token but over the size
+    limit, while an authorised client keeps working: the trigger answers 401/413 without reading the
+    bodies, and its memory stays within +50 MB."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    trigger = psutil.Process(json.loads((live_stack.state / "run" / "trigger.pid").read_text())["pid"])
+    port = int(live_stack.trigger.rsplit(":", 1)[1])
+    baseline = trigger.memory_info().rss
+    peak = [baseline]
+    stop = [False]
+
+    def sample() -> None:
+        while not stop[0]:
+            peak[0] = max(peak[0], trigger.memory_info().rss)
+            time.sleep(0.05)
+
+    def flood(i: int) -> int:
+        authorised = i >= 10
+        headers = [f"POST /process-huggingface HTTP/1.1", f"Host: 127.0.0.1:{port}",
+                   "Content-Type: application/json", "Content-Length: 209715200"]
+        if authorised:
+            headers.append(f"Authorization: Bearer {SECRET}")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
+            response = sock.recv(4096).decode(errors="replace")  # answered from the headers alone
+            chunk = b"A" * (1 << 20)
+            try:  # then push the body anyway, as an attacker would: the trigger has stopped listening
+                for _ in range(200):
+                    sock.sendall(chunk)
+            except OSError:
+                pass
+        return int(response.split(" ", 2)[1])
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with ThreadPoolExecutor(max_workers=13) as pool:
+        floods = [pool.submit(flood, i) for i in range(13)]
+        with live_stack.client() as client:  # meanwhile, the app's own requests keep working
+            for _ in range(5):
+                assert client.get(f"/jobs/{uuid.uuid4()}").status_code == 404
+                assert client.get("/healthz").status_code == 200
+        statuses = [f.result() for f in floods]
+    stop[0] = True
+    sampler.join()
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [413] * 3
+    assert peak[0] - baseline < 50 * 2**20, f"trigger grew {(peak[0] - baseline) / 2**20:.0f} MB"
+
+
+def _prefect(live_stack: LiveStack, method: str, path: str, **kwargs: Any) -> Any:
+    response = httpx.request(method, f"{live_stack.api_url}{path}", timeout=30, **kwargs)
+    response.raise_for_status()
+    return response.json() if response.content else None
+
+
+def test_an_import_reads_well_in_the_prefect_ui(live_stack: LiveStack, tmp_path: Path) -> None:
+    """What an operator sees, in a real browser (Debian's Chromium, headless, driven by Playwright): the
+    run named after its dataset, the progress artifact at 100 %, and the summary with the counts."""
+    from playwright.sync_api import sync_playwright
+
+    with live_stack.client() as client:
+        body = client.post("/process-huggingface", json={"dataset": "sample"}).json()
+    job = live_stack.wait_for(body["job_id"], {"completed", "failed"})
+    assert job["status"] == "completed", job
+    run = _prefect(live_stack, "GET", f"/flow_runs/{body['flow_run_id']}")
+    assert run["name"] == "sample:train"
+    assert {"hf-ingest", "dataset:sample", "source:api"} <= set(run["tags"])
+    artifacts = _prefect(live_stack, "POST", "/artifacts/filter",
+                         json={"artifacts": {"flow_run_id": {"any_": [body["flow_run_id"]]}}})
+    by_type = {a["type"]: a for a in artifacts}
+    assert by_type["progress"]["data"] == 100.0
+    assert "| rows seen | 27 |" in by_type["markdown"]["data"] and "`not_an_image` | 1" in by_type["markdown"]["data"]
+
+    ui = live_stack.api_url.removesuffix("/api")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{ui}/runs/flow-run/{body['flow_run_id']}", wait_until="networkidle")
+            assert "sample:train" in page.inner_text("body")
+            page.get_by_text("Artifacts", exact=True).first.click()
+            page.get_by_text("progress-sample", exact=True).last.click()
+            page.get_by_text("Progress: 100%").wait_for(timeout=15_000)
+            page.screenshot(path=str(tmp_path / "progress.png"))
+            page.go_back(wait_until="networkidle")
+            page.get_by_text("Artifacts", exact=True).first.click()
+            page.get_by_text("summary-sample", exact=True).last.click()
+            page.get_by_text("rows seen").wait_for(timeout=15_000)
+            summary = page.inner_text("body")
+            page.screenshot(path=str(tmp_path / "summary.png"))
+        finally:
+            browser.close()
+    assert "sample · default · train: completed" in summary and "not_an_image" in summary
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_a_deployment_run_with_parameters_the_trigger_would_refuse_fails_fast_with_the_reason(
+    live_stack: LiveStack,
+) -> None:
+    """From the Prefect UI or `prefect deployment run`, the same validation as the trigger's."""
+    env = {**live_stack.env, "PREFECT_API_URL": live_stack.api_url}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "deployment", "run", "hf-ingest/default",
+         "-p", "dataset=/etc", "-p", "revision=main"],
+        env=env, cwd=CHECKOUT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    flow_run_id = _flow_run_id_from(result.stdout)
+    deadline = time.monotonic() + 60
+    while (job := live_stack.store.get_job(uuid.UUID(flow_run_id))) is None or not job.status.is_terminal:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.3)
+    assert job.status.value == "failed" and "dataset folder must lie inside LOCAL_DATASET_ROOT" in (job.error or "")
+    assert live_stack.store.count_scenes(job_id=job.id) == 0
+    run = _prefect(live_stack, "GET", f"/flow_runs/{flow_run_id}")
+    assert run["state"]["type"] == "FAILED"
+
+
+def test_cancelling_a_run_that_already_finished_reports_how_it_ended(live_stack: LiveStack) -> None:
+    """Prefect refuses to cancel a completed run: the job then shows how the run really ended (a job row
+    whose hook never wrote the outcome is what makes this case reachable)."""
+    with live_stack.client() as client:
+        body = client.post("/process-huggingface", json={"dataset": "sample", "limit": 2}).json()
+        live_stack.wait_for(body["job_id"], {"completed"})
+        stale = uuid.uuid4()  # a job that still says running, for that completed run
+        live_stack.store.create_job(stale, {"dataset": "sample", "limit": 2}, flow_run_id=body["flow_run_id"])
+        live_stack.store.advance(stale, JobStatus.RUNNING)
+        response = client.post(f"/jobs/{stale}/cancel")
+        assert response.status_code == 409, response.text
+        assert "the flow run is Completed, not cancelled; the job is completed" in response.json()["detail"]
+        assert client.get(f"/jobs/{stale}").json()["status"] == "completed"
+    assert _prefect(live_stack, "GET", f"/flow_runs/{body['flow_run_id']}")["state"]["type"] == "COMPLETED"

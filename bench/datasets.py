@@ -90,6 +90,15 @@ def ensure_photos(root: Path, name: str, count: int) -> Path:
     ))
 
 
+def ensure_mixed_photos(root: Path, name: str, count: int) -> Path:
+    """`count` distinct photos of ~0.3-2 MB (five camera sizes, in turn) in one parquet file."""
+    encodes = [e for size in ((900, 600), (1200, 800), (1600, 1100), (2000, 1300), (2400, 1600))
+               for e in _photo_encodes(size, count=2)]
+    return _write_once(root / name, lambda folder: write_parquet_dataset(
+        folder, [{"image": distinct(encodes[i % len(encodes)], i), "i": i} for i in range(count)]
+    ))
+
+
 def ensure_imagefolder(root: Path, name: str, count: int) -> Path:
     """`count` JPEG files of ~1 MB in the `imagefolder` layout (`train/<class>/<file>.jpg`)."""
     encodes = _photo_encodes((2000, 1400))

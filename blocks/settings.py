@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,7 +43,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=2048, gt=0, le=100_000)
     batch_max_bytes: int = Field(default=64 * 2**20, gt=0)  # a batch closes at batch_size rows or this many bytes
     max_in_flight_batches: int = Field(default=3, gt=0, le=64)
-    store_concurrency: int = Field(default=16, gt=0, le=256)
+    store_concurrency: int = Field(default=128, gt=0, le=1024)  # uploads in flight per process (S3/R2)
+    s3_client: Literal["obstore", "s3fs"] = "obstore"  # the S3 upload engine (see hf_ingest/storage.py)
     progress_interval_seconds: float = Field(default=2.0, ge=0)
     reconcile_interval_seconds: float = Field(default=15.0, ge=0)  # 0: the trigger runs no reconciler
     reconcile_queued_grace_seconds: float = Field(default=60.0, ge=0)  # a queued job without a run waits this long

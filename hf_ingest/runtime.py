@@ -26,6 +26,7 @@ def object_store() -> ObjectStore:
         access_key_id=_plain(settings.aws_access_key_id),
         secret_access_key=_plain(settings.aws_secret_access_key),
         concurrency=settings.store_concurrency,
+        s3_client=settings.s3_client,
     )
 
 

@@ -120,6 +120,25 @@ def http_status(exc: BaseException) -> int | None:
     return int(code) if isinstance(code, str) and code.isdigit() and len(code) == 3 else None
 
 
+_REPORTED_STATUS = re.compile(r"status code: (\d{3})")
+_REPORTED_S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
+_CONNECTION_TROUBLE = re.compile(r"error sending request|connection (reset|refused|closed)|timed out|broken pipe", re.I)
+
+
+def _reported_failure(exc: BaseException) -> bool | None:
+    """obstore (Rust) reports HTTP failures in the message only: transient or not, or None if it says nothing."""
+    if not type(exc).__module__.startswith("obstore"):
+        return None
+    text = str(exc)
+    code = _REPORTED_S3_CODE.search(text)
+    if code:
+        return code.group(1) in TRANSIENT_S3_CODES
+    status = _REPORTED_STATUS.search(text)
+    if status:
+        return int(status.group(1)) in TRANSIENT_HTTP_STATUSES
+    return True if _CONNECTION_TROUBLE.search(text) else None
+
+
 def retry_after_seconds(exc: BaseException) -> float | None:
     """The server's `Retry-After` (in seconds) on a 429/503 anywhere in the chain, if it sent one."""
     for e in _chain(exc):
@@ -163,6 +182,9 @@ def is_transient(exc: BaseException) -> bool:
         names = _class_names(e)
         if names & TRANSIENT_CLASS_NAMES:
             return True
+        reported = _reported_failure(e)
+        if reported is not None:
+            return reported
         code = _s3_code(e)
         if code is not None:
             return code in TRANSIENT_S3_CODES

@@ -4,8 +4,10 @@ It forwards every request unchanged, except where the test's fault plan says to 
 (500 InternalError, 503 SlowDown, 429 with Retry-After), to reset the connection before answering,
 or to cut a response body half way. It can also stand in for what the real service does and the
 test server does not: answer HTTP `Range` requests (olah's local-repo route always sends the whole
-file), and refuse a private repository to a client without the right bearer token (as the Hub does).
-The S3 tests put it in front of moto, the Hub tests in front of olah.
+file), and refuse a private repository to a client without the right bearer token (as the Hub does);
+or for what a real service might do: answer every request `latency_seconds` late (a remote R2), or
+answer a refused conditional write (`If-None-Match: *`) with 200, as a store without them would. The S3 tests put it in
+front of moto or SeaweedFS, the Hub tests in front of olah.
 """
 
 from __future__ import annotations
@@ -96,12 +98,14 @@ class FaultProxy:
         private: PrivateRepos | None = None,
         latency_seconds: float = 0.0,
         listen_port: int | None = None,
+        ignore_conditional_writes: bool = False,
     ) -> None:
         self.upstream_port = upstream_port
         self.error_style = error_style
         self.serve_ranges = serve_ranges
         self.private = private or PrivateRepos()
         self.latency_seconds = latency_seconds
+        self.ignore_conditional_writes = ignore_conditional_writes  # answer as a store without If-None-Match would
         self.plan: FaultPlan = lambda method, path: None
         self.faults: list[tuple[str, str, str]] = []
         self.requests: list[tuple[str, str]] = []
@@ -193,6 +197,12 @@ class FaultProxy:
                     upstream.request(method, path, body=body, headers=headers)
                     response = upstream.getresponse()
                     data = response.read()
+                    if (proxy.ignore_conditional_writes and response.status in (409, 412)
+                            and method == "PUT" and "if-none-match" in {k.lower() for k in headers}):
+                        # a store that ignores the condition overwrites and says 200 (here the bytes are
+                        # the same, content-addressed: nothing is lost by not writing them again)
+                        self._send(200, [("ETag", '"overwritten"')], b"", cut)
+                        return
                     self._send(response.status, response.getheaders(), data, cut)
                 finally:
                     upstream.close()

@@ -26,7 +26,7 @@ from typing import Any
 from bench import raw
 from bench.run import wait_until_quiet
 from deployments.stack import Stack
-from flows.hf_ingest import hf_ingest
+from flows.import_dataset import hf_ingest
 from hf_ingest import runtime
 
 

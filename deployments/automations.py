@@ -1,8 +1,8 @@
 """The zombie-run automation: a flow run whose heartbeats stop is marked Crashed by the server.
 
-Runs emit `prefect.flow-run.heartbeat` every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (make up
-sets 30). If neither a heartbeat nor a terminal state event follows within three intervals, the
-process is gone (SIGKILL, OOM, a lost machine): the server sets the run Crashed, and the
+Runs emit `prefect.flow-run.heartbeat` every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (the
+deployments set 30). If, after a run starts or beats, neither a heartbeat nor a final state follows
+within HF_INGEST_ZOMBIE_SECONDS (three intervals by default), the process is gone (SIGKILL, OOM, a lost machine): the server sets the run Crashed, and the
 reconciler then fails its job with "crashed: ...". It matches only runs of this project's
 deployments (their ids, as related resources of the events), never other flows of the workspace:
 on a shared server or Prefect Cloud, other teams' runs are left alone. Registered by
@@ -23,14 +23,17 @@ from prefect.events.schemas.events import ResourceSpecification
 NAME = "hf-ingest: crash zombie flow runs"
 
 
-def zombie_automation(heartbeat_seconds: int, deployment_ids: Sequence[str]) -> Automation:
+def zombie_automation(silence_seconds: int, deployment_ids: Sequence[str]) -> Automation:
+    """Crash a run of these deployments that sends no heartbeat (nor a final state) for `silence_seconds`."""
     if not deployment_ids:
         raise ValueError("the zombie automation needs the ids of the deployments it watches")
     return Automation(
         name=NAME,
         description="Marks hf-ingest flow runs Crashed when their heartbeats stop (the process died).",
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            # armed by a heartbeat, or by the run starting: a process killed before its first heartbeat
+            # would otherwise stay Running for ever
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
             expect={
                 "prefect.flow-run.heartbeat",
                 "prefect.flow-run.Completed",
@@ -48,18 +51,18 @@ def zombie_automation(heartbeat_seconds: int, deployment_ids: Sequence[str]) -> 
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
-            within=timedelta(seconds=3 * heartbeat_seconds),
+            within=timedelta(seconds=silence_seconds),
         ),
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
-                message=f"no heartbeat for {3 * heartbeat_seconds} s: the flow run process died",
+                message=f"no heartbeat for {silence_seconds} s: the flow run process died",
             )
         ],
     )
 
 
-def register(heartbeat_seconds: int, deployment_ids: Sequence[str]) -> Automation:
+def register(silence_seconds: int, deployment_ids: Sequence[str]) -> Automation:
     """Create the automation, replacing an older copy with the same name."""
     try:
         existing = Automation.read(name=NAME)
@@ -67,4 +70,4 @@ def register(heartbeat_seconds: int, deployment_ids: Sequence[str]) -> Automatio
         existing = None
     if existing is not None:
         existing.delete()
-    return zombie_automation(heartbeat_seconds, deployment_ids).create()
+    return zombie_automation(silence_seconds, deployment_ids).create()

@@ -4,10 +4,16 @@ idempotent command (`make up` runs it; run it again after changing any of it).
 1. the process work pool `hf-ingest`;
 2. the deployments of prefect.yaml, pointing at this checkout and its Python (HF_INGEST_HOME,
    HF_INGEST_PYTHON default to them) and sending heartbeats every HF_INGEST_HEARTBEAT_SECONDS (30);
-3. the work queue's concurrency limit, IMPORT_CONCURRENCY (4): imports over it stay Scheduled,
-   unoffered to workers, and cost nothing while they wait;
+3. the work queues' concurrency limits: IMPORT_CONCURRENCY (4) imports at once on `default`, and
+   SHARD_CONCURRENCY (4) shard runs at once on `shards` (size it to the workers' cores); runs over a
+   limit stay Scheduled, unoffered to workers, and cost nothing while they wait;
 4. the block types of `blocks/` (R2 bucket, Supabase credentials);
-5. the zombie automation, scoped to these deployments (deployments/automations.py).
+5. (HF_INGEST_ZOMBIE_SECONDS, 3 heartbeats by default: how long a run may stay silent before the
+   zombie automation crashes it)
+6. the global concurrency limits `hf-ingest-database-writes` (DATABASE_WRITE_CONCURRENCY, 8) and
+   `hf-ingest-object-writes` (OBJECT_WRITE_CONCURRENCY, 16): batches writing at once across all
+   workers, so twenty workers do not flatten a Supabase instance or an R2 bucket;
+7. the zombie automation, scoped to these deployments (deployments/automations.py).
 """
 
 from __future__ import annotations
@@ -23,7 +29,10 @@ from deployments.flow_runs import DEPLOYMENT
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 WORK_POOL = "hf-ingest"
-WORK_QUEUE = "default"
+QUEUES = {"default": "IMPORT_CONCURRENCY", "shards": "SHARD_CONCURRENCY"}
+SHARD_DEPLOYMENT = "hf-ingest-shard/default"
+WRITE_LIMITS = {"hf-ingest-database-writes": "DATABASE_WRITE_CONCURRENCY", "hf-ingest-object-writes": "OBJECT_WRITE_CONCURRENCY"}
+DEFAULTS = {"IMPORT_CONCURRENCY": 4, "SHARD_CONCURRENCY": 4, "DATABASE_WRITE_CONCURRENCY": 8, "OBJECT_WRITE_CONCURRENCY": 16}
 
 
 def _prefect(*args: str, env: dict[str, str]) -> str:
@@ -34,14 +43,30 @@ def _prefect(*args: str, env: dict[str, str]) -> str:
     return result.stdout
 
 
-async def _limit_queue_and_find_deployments(concurrency: int) -> list[str]:
+async def _limits_and_deployment_ids(env: dict[str, str]) -> list[str]:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
 
     async with get_client() as client:
-        queue = await client.read_work_queue_by_name(WORK_QUEUE, work_pool_name=WORK_POOL)
-        await client.update_work_queue(queue.id, concurrency_limit=concurrency)
-        deployment = await client.read_deployment_by_name(DEPLOYMENT)
-        return [str(deployment.id)]
+        for queue_name, variable in QUEUES.items():
+            try:
+                queue = await client.read_work_queue_by_name(queue_name, work_pool_name=WORK_POOL)
+            except ObjectNotFound:
+                queue = await client.create_work_queue(queue_name, work_pool_name=WORK_POOL)
+            await client.update_work_queue(queue.id, concurrency_limit=_number(env, variable))
+        for name, variable in WRITE_LIMITS.items():
+            limit = _number(env, variable)
+            try:
+                await client.read_global_concurrency_limit_by_name(name)
+                await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit, active=True))
+            except ObjectNotFound:
+                await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+        return [str((await client.read_deployment_by_name(name)).id) for name in (DEPLOYMENT, SHARD_DEPLOYMENT)]
+
+
+def _number(env: dict[str, str], variable: str) -> int:
+    return int(env.get(variable, DEFAULTS[variable]))
 
 
 def main() -> int:
@@ -52,16 +77,19 @@ def main() -> int:
     heartbeat = int(env["HF_INGEST_HEARTBEAT_SECONDS"])
     if heartbeat < 30:
         raise SystemExit("HF_INGEST_HEARTBEAT_SECONDS must be at least 30 (Prefect's minimum heartbeat interval)")
-    concurrency = int(env.get("IMPORT_CONCURRENCY", "4"))
 
     _prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite", env=env)
     _prefect("--no-prompt", "deploy", "--all", env=env)
     _prefect("block", "register", "-m", "blocks.prefect_blocks", env=env)
-    deployment_ids = asyncio.run(_limit_queue_and_find_deployments(concurrency))
-    automation = register(heartbeat, deployment_ids)
-    print(f"work pool       {WORK_POOL}, queue {WORK_QUEUE}: at most {concurrency} imports at once")
-    print(f"deployment      {DEPLOYMENT} from {env['HF_INGEST_HOME']}, heartbeats every {heartbeat} s")
-    print(f"automation      {automation.name!r} for these deployments only")
+    silence = int(env.get("HF_INGEST_ZOMBIE_SECONDS", 3 * heartbeat))
+    if silence <= heartbeat:
+        raise SystemExit("HF_INGEST_ZOMBIE_SECONDS must be longer than HF_INGEST_HEARTBEAT_SECONDS")
+    deployment_ids = asyncio.run(_limits_and_deployment_ids(env))
+    automation = register(silence, deployment_ids)
+    print(f"work pool       {WORK_POOL}: at most {_number(env, 'IMPORT_CONCURRENCY')} imports and "
+          f"{_number(env, 'SHARD_CONCURRENCY')} shard runs at once")
+    print(f"deployments     {DEPLOYMENT}, {SHARD_DEPLOYMENT} from {env['HF_INGEST_HOME']}, heartbeats every {heartbeat} s")
+    print(f"automation      {automation.name!r} for these deployments only: {silence} s without a heartbeat")
     return 0
 
 

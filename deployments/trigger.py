@@ -29,9 +29,9 @@ from hf_ingest.backoff import call_with_backoff
 from hf_ingest.import_request import InvalidImport, validate_import
 from hf_ingest.jobstore import Job, JobStatus, JobStore
 from hf_ingest.logs import StageLogger, redact
+from hf_ingest.resume import JOB_ID_NAMESPACE, create_successor
 
 logger = logging.getLogger("hf_ingest.trigger")
-IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f3f1e-5d0c-4f5e-9f39-4b8a3c7f6a21")
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -145,7 +145,7 @@ async def process_huggingface(
     if isinstance(body, SupabaseWebhook):
         return await _start_webhook_job(body, store, settings)
     params = _params(body, settings)
-    job_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key) if idempotency_key else uuid.uuid4()
+    job_id = uuid.uuid5(JOB_ID_NAMESPACE, idempotency_key) if idempotency_key else uuid.uuid4()
     job = await run_in_threadpool(call_with_backoff, lambda: store.create_job(job_id, params))
     if job.params != params:
         raise HTTPException(status.HTTP_409_CONFLICT, "Idempotency-Key was already used for a different request")
@@ -220,8 +220,9 @@ async def cancel_job(job_id: uuid.UUID, store: Store) -> Any:
 async def retry_job(job_id: uuid.UUID, store: Store, settings: CurrentSettings) -> JSONResponse:
     """Resume a failed or cancelled import as a new job with the same parameters.
 
-    What the first attempt stored is found in place (content-addressed objects, unique scenes),
-    so the new job uploads only what is missing. Retrying the same job again returns the same new job."""
+    A sharded import keeps its finished shards and restarts the others from their checkpoints; what
+    was stored is found in place (content-addressed objects, unique scenes), so only the rest is
+    uploaded. Retrying the same job again returns the same new job."""
     job = await _job_or_404(store, job_id)
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise HTTPException(status.HTTP_409_CONFLICT, f"only failed or cancelled jobs are retried; this one is {job.status.value}")
@@ -229,8 +230,7 @@ async def retry_job(job_id: uuid.UUID, store: Store, settings: CurrentSettings) 
         params = validate_import(job.params, settings.local_dataset_root)
     except InvalidImport as exc:
         raise _unprocessable(f"the job's parameters are not valid any more: {exc}") from None
-    retry_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"retry-of-{job_id}")
-    retry = await run_in_threadpool(call_with_backoff, lambda: store.create_job(retry_id, params))
+    retry = await run_in_threadpool(call_with_backoff, lambda: create_successor(store, job, params))
     return await _start(store, retry, params, settings, source="api")
 
 

@@ -30,6 +30,19 @@ def job_id_for(flow_run: Any) -> uuid.UUID:
     return uuid.UUID(str(given)) if given else uuid.UUID(str(flow_run.id))
 
 
+def current_job_of(store: JobStore, flow_run: Any) -> uuid.UUID:
+    """The job a run works for: its own, or (run again after that job ended) the successor it resumes."""
+    from hf_ingest.resume import successor_id
+
+    job_id = job_id_for(flow_run)
+    job = store.get_job(job_id)
+    if job is not None and job.status.is_terminal:
+        successor = store.get_job(successor_id(job_id))
+        if successor is not None and successor.flow_run_id == str(flow_run.id):
+            return successor.id
+    return job_id
+
+
 def job_params_for(flow_run: Any) -> dict[str, Any]:
     parameters = flow_run.parameters or {}
     return {name: parameters.get(name) for name in _PARAM_NAMES if name in parameters}
@@ -67,7 +80,7 @@ def mirror_state(
     if mapped is None:
         return None
     status, error = mapped
-    job_id = job_id or job_id_for(flow_run)
+    job_id = job_id or current_job_of(store, flow_run)
     secrets = get_settings().secret_values()
     if error is not None:
         error = redact(error, secrets)

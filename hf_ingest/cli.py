@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from prefect.states import State
 
-    from flows.hf_ingest import hf_ingest
+    from flows.import_dataset import hf_ingest
 
     job_id = uuid.uuid4()
     state: State = asyncio.run(

@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -170,12 +171,25 @@ def store_validated(
     )
 
 
+Gate = Callable[[str], AbstractContextManager[Any]]  # "objects" / "rows" -> held while writing them
+
+
 def ingest_batch(
-    rows: Sequence[ImageRow], source: SceneSource, reader: ImageReader, objects: ObjectStore, jobs: JobStore
+    rows: Sequence[ImageRow],
+    source: SceneSource,
+    reader: ImageReader,
+    objects: ObjectStore,
+    jobs: JobStore,
+    gate: Gate = lambda _: nullcontext(),
 ) -> BatchOutcome:
-    """Validate, store and record one batch; safe to repeat (objects are content-addressed, scenes upserted)."""
-    scenes, outcome = store_validated(objects, validate_rows(rows, reader), source)
-    recorded = jobs.upsert_scenes(scenes)
+    """Validate, store and record one batch; safe to repeat (objects are content-addressed, scenes upserted).
+
+    `gate` bounds the writes across processes (the flows pass Prefect's global concurrency limits)."""
+    validated = validate_rows(rows, reader)
+    with gate("objects"):
+        scenes, outcome = store_validated(objects, validated, source)
+    with gate("rows"):
+        recorded = jobs.upsert_scenes(scenes)
     return replace(outcome, scenes_recorded=recorded.inserted, scenes_updated=recorded.updated)
 
 
@@ -193,6 +207,8 @@ class IngestProgress:
     invalid: Counter[str] = field(default_factory=Counter)
     revision: str | None = None  # the commit read (Hub datasets)
     sample_urls: list[str] = field(default_factory=list)
+    next_row: int = 0  # rows before this one are all done (in order): a shard's checkpoint
+    shards: tuple[int, int] | None = None  # (done, total) for a sharded import
 
     def add(self, batch: BatchOutcome) -> None:
         self.rows_seen += batch.rows
@@ -216,4 +232,5 @@ class IngestProgress:
             "scenes_updated": self.scenes_updated,
             "bytes_stored": self.bytes_stored,
             "revision": self.revision,
+            **({"shards_done": self.shards[0], "shards_total": self.shards[1]} if self.shards else {}),
         }

@@ -36,12 +36,26 @@ class RowSource(Protocol):
 class ParquetRows:
     """The rows of parquet data files, in order, read `iter_batches` at a time with bounded memory."""
 
-    def __init__(self, files: Sequence[str], columns: list[str], open_file: Any) -> None:
+    def __init__(
+        self, files: Sequence[str], columns: list[str], open_file: Any, row_counts: Sequence[int] | None = None
+    ) -> None:
         self.files = list(files)
         self.columns = columns
         self.open_file = open_file  # path -> a binary file object, or the path itself for local files
+        self.row_counts = list(row_counts) if row_counts is not None else None  # from the footers
         self.file_index = 0
         self.row_in_file = 0
+
+    def seek(self, row: int) -> None:
+        """Start at the split's `row` (a shard's first row): the file holding it, at the row within it."""
+        if self.row_counts is None:
+            raise ValueError("seeking needs the files' row counts")
+        self.file_index, self.row_in_file = len(self.files), 0
+        for index, count in enumerate(self.row_counts):
+            if row < count:
+                self.file_index, self.row_in_file = index, row
+                return
+            row -= count
 
     def chunks(self) -> Iterator[pa.Table]:
         while self.file_index < len(self.files):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,8 @@ class DatasetStream:
     rows: RowSource
     max_image_bytes: int
     total_rows: int | None = None  # the split's rows (before `limit`), where the format says it up front
+    first_row: int = 0  # a shard reads the split's rows [first_row, end_row)
+    end_row: int | None = None
     hf_token: str | None = field(default=None, repr=False)
     sleep: Callable[[float], None] = time.sleep
 
@@ -108,15 +110,29 @@ class DatasetStream:
     @property
     def rows_to_read(self) -> int | None:
         """How many rows the import will read, if known: the split's rows, or the limit if smaller."""
-        limits = [n for n in (self.total_rows, self.request.limit) if n is not None]
-        return min(limits) if limits else None
+        limits = [n for n in (self.total_rows, self.request.limit, self.end_row) if n is not None]
+        return min(limits) - self.first_row if limits else None
+
+    @property
+    def shardable(self) -> bool:
+        """Whether the split can be read from any row on (parquet, with its footers' row counts)."""
+        return isinstance(self.rows, ParquetRows) and self.rows.row_counts is not None
+
+    def rows_between(self, first_row: int, end_row: int) -> DatasetStream:
+        """This stream restricted to the split's rows [first_row, end_row) (a shard, or what is left of one)."""
+        if not isinstance(self.rows, ParquetRows):
+            raise ValueError("only parquet datasets can be read from a given row")
+        rows = ParquetRows(self.rows.files, self.rows.columns, self.rows.open_file, self.rows.row_counts)
+        rows.seek(first_row)
+        return replace(self, rows=rows, first_row=first_row, end_row=end_row)
 
     def batches(self, batch_size: int, max_bytes: int) -> Iterator[list[ImageRow]]:
         """Images in order, at most `batch_size` of them and about `max_bytes` of image bytes per batch."""
-        row_index = 0
+        row_index = self.first_row
         batch: list[ImageRow] = []
         size = 0
-        limit = self.request.limit
+        limits = [n for n in (self.request.limit, self.end_row) if n is not None]
+        limit = min(limits) if limits else None
         for table in self._chunks_resumed():
             if limit is not None and row_index + table.num_rows > limit:
                 table = table.slice(0, max(0, limit - row_index))
@@ -284,12 +300,14 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
     builder = _builder(request, commit, hf_token)
     parquet_files = _parquet_files(builder, request.split)
     total_rows: int | None = None
+    row_counts: list[int] | None = None
     if parquet_files is not None:  # read with pyarrow: memory bounded by bytes, not by row groups
         open_file = (lambda path: filesystem.open(path, "rb")) if filesystem is not None else (lambda path: path)
         open_footer = (lambda path: filesystem.open(path, "rb", block_size=2**16)) if filesystem is not None else open_file
         declared = dict(builder.info.features or {})  # from the README's dataset_info, with ClassLabel names
         features = {**parquet_features(open_footer(parquet_files[0])), **declared}
-        total_rows = sum(parquet_row_counts(parquet_files, open_footer))
+        row_counts = parquet_row_counts(parquet_files, open_footer)
+        total_rows = sum(row_counts)
     else:
         iterable = _streaming_split(builder, request, hf_token)
         features = dict(iterable.features or {})
@@ -299,7 +317,7 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
     metadata_columns = [name for name, feature in features.items() if name != slot.column and not _is_media(feature)]
     columns = [slot.column, *metadata_columns]
     rows: RowSource = (
-        ParquetRows(parquet_files, columns, open_file)
+        ParquetRows(parquet_files, columns, open_file, row_counts)
         if parquet_files is not None
         else DatasetsRows(iterable.decode(False), columns)
     )

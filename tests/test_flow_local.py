@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Cancelled, Cancelling, Completed, Crashed, Failed, Running
 
-from flows.hf_ingest import hf_ingest
+from flows.import_dataset import hf_ingest
 from flows.job_state_hooks import mirror_state
 from hf_ingest import runtime
 from hf_ingest.hub_formats import write_imagefolder, write_parquet_dataset
@@ -187,7 +187,7 @@ class Boom(BaseException):
 def test_a_crashed_run_ends_failed_with_crashed_in_the_error(
     isolated_settings: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flows.hf_ingest as module
+    import flows.import_tasks as module
 
     def crash(*_: object, **__: object) -> None:
         raise Boom("worker vanished")

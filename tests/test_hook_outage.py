@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from deployments.reconciler import reconcile_once
-from flows.hf_ingest import hf_ingest
+from flows.import_dataset import hf_ingest
 from flows.job_state_hooks import mirror_job_state
 from hf_ingest import runtime
 from hf_ingest.jobstore import JobStatus

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from flows.hf_ingest import hf_ingest
+from flows.import_dataset import hf_ingest
 from hf_ingest import runtime
 from hf_ingest.hub_formats import encode_image, write_parquet_dataset, write_webdataset
 from hf_ingest.jobstore import JobStatus

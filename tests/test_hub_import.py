@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from flows.hf_ingest import hf_ingest
+from flows.import_dataset import hf_ingest
 from hf_ingest import runtime
 from hf_ingest.hub_formats import configs_card, encode_image, write_imagefolder, write_parquet_dataset, write_webdataset
 from hf_ingest.jobstore import Job, JobStatus

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.hf_ingest import hf_ingest
+from flows.import_dataset import hf_ingest
 from hf_ingest import runtime
 from hf_ingest.hub_formats import encode_image, write_parquet_dataset
 from hf_ingest.jobstore import JobStatus

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from flows.hf_ingest import hf_ingest
+from flows.import_dataset import hf_ingest
 from hf_ingest import runtime
 from hf_ingest.sample import write_sample_dataset
 
@@ -74,7 +74,7 @@ def _assert_clean(text: str, secrets: dict[str, str]) -> None:
 def test_a_failure_about_the_token_itself_leaks_it_nowhere(
     with_secrets: dict[str, str], isolated_settings: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import flows.hf_ingest as module
+    import flows.import_tasks as module
 
     token = with_secrets["HF_TOKEN"]
 

@@ -97,6 +97,7 @@ def live_stack() -> Iterator[LiveStack]:
         "RECONCILE_INTERVAL_SECONDS": "2",
         "RECONCILE_QUEUED_GRACE_SECONDS": "5",
         "AUTH_FAILURES_PER_MINUTE": "10000",  # the limiter itself is tested in test_trigger_guard.py
+        "HF_INGEST_ZOMBIE_SECONDS": "45",  # 1.5 heartbeats: a dead run is crashed sooner (default: 3)
     }
     up = _stack_command(env, "up")
     if up.returncode != 0:

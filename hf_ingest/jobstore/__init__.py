@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from hf_ingest.jobstore.base import JobStore
-from hf_ingest.jobstore.model import JOB_KIND, TERMINAL_STATUSES, Job, JobStatus, Scene, SceneWrites
+from hf_ingest.jobstore.model import (
+    JOB_KIND,
+    TERMINAL_STATUSES,
+    Job,
+    JobStatus,
+    Scene,
+    SceneWrites,
+    Shard,
+    ShardStatus,
+)
 
 if TYPE_CHECKING:
     from blocks.settings import Settings
@@ -18,6 +27,8 @@ __all__ = [
     "JobStore",
     "Scene",
     "SceneWrites",
+    "Shard",
+    "ShardStatus",
     "open_job_store",
 ]
 

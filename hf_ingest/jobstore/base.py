@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from hf_ingest.jobstore.model import Job, JobStatus, Scene, SceneWrites
+from hf_ingest.jobstore.model import Job, JobStatus, Scene, SceneWrites, Shard, ShardStatus
 
 
 class JobStore(Protocol):
@@ -55,3 +55,26 @@ class JobStore(Protocol):
         ...
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int: ...
+
+    def add_shards(self, shards: Sequence[Shard]) -> list[Shard]:
+        """Record a job's planned shards (those already recorded are kept as they are); returns all of them."""
+        ...
+
+    def list_shards(self, job_id: uuid.UUID) -> list[Shard]:
+        """The job's shards, in order."""
+        ...
+
+    def update_shard(
+        self,
+        job_id: uuid.UUID,
+        shard: int,
+        *,
+        status: ShardStatus | None = None,
+        checkpoint: int | None = None,
+        counts: dict[str, Any] | None = None,
+        flow_run_id: str | None = None,
+        error: str | None = None,
+        attempt: bool = False,
+    ) -> None:
+        """Change what is given (`attempt`: one more attempt started); a completed shard stays completed."""
+        ...

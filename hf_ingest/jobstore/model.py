@@ -139,3 +139,36 @@ class SceneWrites:
 def latest_per_key(scenes: Sequence[Scene]) -> list[Scene]:
     """One scene per key (the last): a database cannot insert-or-update one row twice in one statement."""
     return list({scene.key(): scene for scene in scenes}.values())
+
+
+class ShardStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One piece of a sharded import: the split's rows [first_row, end_row), imported by one child run.
+
+    `checkpoint` counts the rows from `first_row` that are done (stored and recorded, in order): a
+    resumed shard starts there. `counts` are the shard's `progress` counts, summed into the job's."""
+
+    job_id: uuid.UUID
+    shard: int
+    first_row: int
+    end_row: int
+    status: ShardStatus = ShardStatus.PENDING
+    checkpoint: int = 0
+    counts: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0
+    flow_run_id: str | None = None
+    error: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.end_row - self.first_row
+
+    def describe(self) -> str:
+        return f"shard {self.shard} (rows {self.first_row}-{self.end_row - 1})"

@@ -20,6 +20,8 @@ from hf_ingest.jobstore.model import (
     JobStatus,
     Scene,
     SceneWrites,
+    Shard,
+    ShardStatus,
     latest_per_key,
     predecessors,
     utcnow,
@@ -75,6 +77,23 @@ scenes = sa.Table(
 # Replaced on a new revision or new content (local folders have no revision); the rest of the row follows.
 _SCENE_UPDATED = ("job_id", "object_key", "url", "sha256", "content_type", "width", "height", "bytes", "metadata", "revision")
 sa.Index("scenes_job_id_idx", scenes.c.job_id)
+
+job_shards = sa.Table(
+    "job_shards",
+    metadata,
+    sa.Column("job_id", sa.Uuid, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("shard", sa.Integer, primary_key=True),
+    sa.Column("first_row", sa.BigInteger, nullable=False),
+    sa.Column("end_row", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default=ShardStatus.PENDING.value),
+    sa.Column("checkpoint", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("counts", _json, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("flow_run_id", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.CheckConstraint("status in ('pending','running','completed','failed')", name="job_shards_status_check"),
+)
 
 
 def make_engine(url: str) -> Engine:
@@ -243,6 +262,63 @@ class SqlJobStore:
             query = query.where(scenes.c.dataset == dataset)
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+
+    def add_shards(self, shards: Sequence[Shard]) -> list[Shard]:
+        if not shards:
+            return []
+        now = utcnow()
+        values = [
+            {"job_id": s.job_id, "shard": s.shard, "first_row": s.first_row, "end_row": s.end_row,
+             "status": s.status.value, "checkpoint": s.checkpoint, "counts": s.counts, "attempts": s.attempts,
+             "updated_at": now}
+            for s in shards
+        ]
+        statement = self._insert(job_shards).on_conflict_do_nothing(index_elements=["job_id", "shard"])
+        with self._writing() as conn:
+            conn.execute(statement, values)
+        return self.list_shards(shards[0].job_id)
+
+    def list_shards(self, job_id: uuid.UUID) -> list[Shard]:
+        query = sa.select(job_shards).where(job_shards.c.job_id == job_id).order_by(job_shards.c.shard)
+        with self.engine.connect() as conn:
+            return [_shard(row) for row in conn.execute(query).mappings()]
+
+    def update_shard(
+        self,
+        job_id: uuid.UUID,
+        shard: int,
+        *,
+        status: ShardStatus | None = None,
+        checkpoint: int | None = None,
+        counts: dict[str, Any] | None = None,
+        flow_run_id: str | None = None,
+        error: str | None = None,
+        attempt: bool = False,
+    ) -> None:
+        values: dict[str, Any] = {"updated_at": utcnow()}
+        for name, value in (("status", status.value if status else None), ("checkpoint", checkpoint),
+                            ("counts", counts), ("flow_run_id", flow_run_id), ("error", error)):
+            if value is not None:
+                values[name] = value
+        if attempt:
+            values["attempts"] = job_shards.c.attempts + 1
+        statement = (
+            job_shards.update()
+            .where(job_shards.c.job_id == job_id, job_shards.c.shard == shard,
+                   job_shards.c.status != ShardStatus.COMPLETED.value)
+            .values(**values)
+        )
+        with self._writing() as conn:
+            conn.execute(statement)
+
+
+def _shard(row: sa.RowMapping) -> Shard:
+    return Shard(
+        job_id=row["job_id"], shard=row["shard"], first_row=row["first_row"], end_row=row["end_row"],
+        status=ShardStatus(row["status"]), checkpoint=row["checkpoint"], counts=row["counts"] or {},
+        attempts=row["attempts"], flow_run_id=row["flow_run_id"], error=row["error"],
+    )
 
 
 def _job(row: sa.RowMapping) -> Job:

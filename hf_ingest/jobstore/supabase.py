@@ -15,7 +15,18 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, create_client
 
-from hf_ingest.jobstore.model import JOB_KIND, Job, JobStatus, Scene, SceneWrites, latest_per_key, predecessors, utcnow
+from hf_ingest.jobstore.model import (
+    JOB_KIND,
+    Job,
+    JobStatus,
+    Scene,
+    SceneWrites,
+    Shard,
+    ShardStatus,
+    latest_per_key,
+    predecessors,
+    utcnow,
+)
 from hf_ingest.transient import PermanentIngestError
 
 T = TypeVar("T")
@@ -188,6 +199,68 @@ class SupabaseJobStore:
             return query.execute()
 
         return int(_call(request).count or 0)
+
+
+    def add_shards(self, shards: Sequence[Shard]) -> list[Shard]:
+        if not shards:
+            return []
+        now = utcnow().isoformat()
+        rows = [
+            {"job_id": str(s.job_id), "shard": s.shard, "first_row": s.first_row, "end_row": s.end_row,
+             "status": s.status.value, "checkpoint": s.checkpoint, "counts": s.counts, "attempts": s.attempts,
+             "updated_at": now}
+            for s in shards
+        ]
+        _call(
+            lambda: self.client.table("job_shards")
+            .upsert(rows, on_conflict="job_id,shard", ignore_duplicates=True, returning="minimal")
+            .execute()
+        )
+        return self.list_shards(shards[0].job_id)
+
+    def list_shards(self, job_id: uuid.UUID) -> list[Shard]:
+        response = _call(
+            lambda: self.client.table("job_shards").select("*").eq("job_id", str(job_id)).order("shard").execute()
+        )
+        return [_shard(row) for row in response.data]
+
+    def update_shard(
+        self,
+        job_id: uuid.UUID,
+        shard: int,
+        *,
+        status: ShardStatus | None = None,
+        checkpoint: int | None = None,
+        counts: dict[str, Any] | None = None,
+        flow_run_id: str | None = None,
+        error: str | None = None,
+        attempt: bool = False,
+    ) -> None:
+        values: dict[str, Any] = {"updated_at": utcnow().isoformat()}
+        for name, value in (("status", status.value if status else None), ("checkpoint", checkpoint),
+                            ("counts", counts), ("flow_run_id", flow_run_id), ("error", error)):
+            if value is not None:
+                values[name] = value
+        if attempt:  # one writer per shard (the parent run): a read, then the write
+            current = next((s for s in self.list_shards(job_id) if s.shard == shard), None)
+            values["attempts"] = (current.attempts if current else 0) + 1
+        _call(
+            lambda: self.client.table("job_shards")
+            .update(values, returning="minimal")
+            .eq("job_id", str(job_id))
+            .eq("shard", shard)
+            .neq("status", ShardStatus.COMPLETED.value)
+            .execute()
+        )
+
+
+def _shard(row: dict[str, Any]) -> Shard:
+    return Shard(
+        job_id=uuid.UUID(row["job_id"]), shard=int(row["shard"]), first_row=int(row["first_row"]),
+        end_row=int(row["end_row"]), status=ShardStatus(row["status"]), checkpoint=int(row.get("checkpoint") or 0),
+        counts=row.get("counts") or {}, attempts=int(row.get("attempts") or 0), flow_run_id=row.get("flow_run_id"),
+        error=row.get("error"),
+    )
 
 
 def _parse_ts(value: str | None) -> datetime | None:

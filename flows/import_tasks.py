@@ -1,0 +1,174 @@
+"""The tasks and loops every hf-ingest flow shares: open the dataset, ingest batches, report progress.
+
+`hf-ingest` (flows/import_dataset.py) runs them over a whole split, or over a shard in `hf-ingest-shard`
+(flows/import_shard.py); the work itself is plain code in `hf_ingest.pipeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run as current_flow_run
+from prefect.utilities.annotations import quote
+
+from blocks.settings import get_settings
+from flows.retries import TRANSIENT_RETRIES
+from flows.run_artifacts import ProgressArtifact
+from hf_ingest import runtime
+from hf_ingest.logs import StageLogger, scrub_secrets
+from hf_ingest.pipeline import BatchOutcome, ImageReader, IngestProgress, SceneSource, ingest_batch
+from hf_ingest.source import DatasetRequest, DatasetStream, ImageRow, open_dataset
+
+# Batch tasks carry image bytes: never hash them for caching, never persist their results.
+BATCH_TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False, **TRANSIENT_RETRIES}
+# The hooks' and reconciler's INFO lines (status mirrored, job repaired) must show under a worker too.
+logging.getLogger("hf_ingest").setLevel(logging.INFO)
+# No configured secret may reach Prefect inside an exception message (state messages, the UI, jobs.error).
+no_secrets_in_errors = scrub_secrets(lambda: get_settings().secret_values())
+
+
+def run_log() -> StageLogger:
+    return StageLogger(
+        get_run_logger(),
+        job_id=current_flow_run.parameters.get("job_id") or current_flow_run.id,
+        flow_run_id=current_flow_run.id,
+        secrets=get_settings().secret_values(),
+    )
+
+
+@task(name="open-dataset", **BATCH_TASK_OPTIONS)
+@no_secrets_in_errors
+def open_source(request: DatasetRequest) -> DatasetStream:
+    """Resolve the commit, the split and the image column; a missing dataset, revision or column fails here, fast."""
+    settings = get_settings()
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    stream = open_dataset(request, token, settings.max_image_bytes)
+    run_log().info(
+        "load",
+        "dataset opened",
+        dataset=request.dataset,
+        config=stream.config_name,
+        split=request.split,
+        revision=stream.revision or "local",
+        image_column=stream.image_column + ("[*]" if stream.slot.is_list else ""),
+        metadata_columns=",".join(stream.metadata.columns) or "-",
+        limit=request.limit if request.limit is not None else "none",
+    )
+    return stream
+
+
+@task(name="ingest-batch", **BATCH_TASK_OPTIONS)
+@no_secrets_in_errors
+def ingest_rows(rows: list[ImageRow], source: SceneSource, reader: ImageReader) -> BatchOutcome:
+    """Decode every image, skip and count the bad ones, write the good ones' original bytes, upsert
+    their scenes. A retry repeats all of it cheaply: stored objects are found, recorded scenes kept."""
+    started = time.perf_counter()
+    outcome = ingest_batch(rows, source, reader, runtime.object_store(), runtime.job_store(), _write_gate())
+    run_log().info(
+        "store",
+        "batch stored",
+        first_row=rows[0].row_index if rows else -1,
+        rows=outcome.rows,
+        stored=outcome.stored,
+        already_present=outcome.already_present,
+        invalid=sum(outcome.invalid.values()),
+        recorded=outcome.scenes_recorded,
+        updated=outcome.scenes_updated,
+        bytes=outcome.bytes_stored,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return outcome
+
+
+WRITE_LIMITS = {"objects": "hf-ingest-object-writes", "rows": "hf-ingest-database-writes"}
+
+
+def _write_gate() -> Any:
+    """Deployment runs hold a slot of Prefect's global concurrency limit while they write (`hf-ingest
+    setup-prefect` creates the limits); an in-process `hf-ingest run` has nothing to share them with."""
+    from contextlib import nullcontext
+
+    from prefect.concurrency.sync import concurrency
+    from prefect.runtime import deployment
+
+    if deployment.id is None:
+        return lambda _: nullcontext()
+    return lambda what: concurrency(WRITE_LIMITS[what], occupy=1, strict=False, raise_on_lease_renewal_failure=False)
+
+
+def ingest_stream(
+    stream: DatasetStream, source: SceneSource, reader: ImageReader, reporter: ProgressReporter,
+    progress: IngestProgress,
+) -> IngestProgress:
+    """Read the stream into `ingest-batch` tasks, at most MAX_IN_FLIGHT_BATCHES at once (memory stays flat),
+    and count each batch into `progress` as it finishes, oldest first. A batch out of retries fails the
+    run, its rows counted."""
+    settings = get_settings()
+    in_flight: deque[tuple[PrefectFuture[BatchOutcome], int, int]] = deque()
+
+    def count_oldest() -> None:
+        future, rows_in_batch, last_row = in_flight.popleft()
+        try:
+            progress.add(future.result())
+        except Exception:  # retries exhausted: count the batch as failed, keep the counts, fail the run
+            progress.failed += rows_in_batch
+            reporter.report_now(progress)
+            raise
+        # Everything before the batch's last row is done (its last row may continue in the next batch).
+        progress.next_row = last_row
+        reporter.maybe_report(progress)
+
+    for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
+        in_flight.append((ingest_rows.submit(quote(rows), source, reader), len(rows), rows[-1].row_index))
+        if len(in_flight) >= settings.max_in_flight_batches:
+            count_oldest()
+    while in_flight:
+        count_oldest()
+    progress.next_row = stream.end_row if stream.end_row is not None else progress.next_row
+    return progress
+
+
+class ProgressReporter:
+    """Mirrors the running counts (`write`: into `jobs.progress`, or a shard's row) and the run's progress
+    artifact, at most once per interval (never per image)."""
+
+    def __init__(
+        self,
+        write: Callable[[IngestProgress], None],
+        interval_seconds: float,
+        log: StageLogger,
+        artifact: ProgressArtifact | None = None,
+    ) -> None:
+        self.write = write
+        self.interval = interval_seconds
+        self.log = log
+        self.artifact = artifact
+        self.last = 0.0
+
+    def maybe_report(self, progress: IngestProgress) -> None:
+        if time.monotonic() - self.last >= self.interval:
+            self.report_now(progress)
+
+    def report_now(self, progress: IngestProgress) -> None:
+        self.last = time.monotonic()
+        counts = progress.as_dict()
+        if self.artifact is not None:
+            self.artifact.update(progress.rows_seen)
+        try:
+            self.write(progress)
+        except Exception as exc:  # progress is advisory; the final counts are written again at the end
+            self.log.warning("record", "progress not written", error=type(exc).__name__)
+            return
+        self.log.info("record", "progress", **counts)
+
+    def finish(self, progress: IngestProgress) -> None:
+        if self.artifact is not None:
+            self.artifact.finish(progress.rows_seen)

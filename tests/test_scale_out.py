@@ -1,0 +1,262 @@
+"""One import shared by two workers that share nothing but the Prefect API, an S3 store (SeaweedFS) and
+PostgreSQL, as two machines would; and a worker killed (SIGKILL, with its flow-run processes) mid-import.
+
+The dataset is a Hub id served by the tests' Hub server: a multi-file parquet repo cut into shards
+(SHARD_ROWS is small here), each shard a child run of `hf-ingest-shard/default` on the `shards` queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import sqlalchemy as sa
+
+from hf_ingest.hub_formats import encode_image, write_parquet_dataset
+from hf_ingest.jobstore.sql import SqlJobStore
+from tests.fault_proxy import free_port
+from tests.hub_server import HubServer
+from tests.seaweed_server import SeaweedServer
+from tests.test_jobstore_sql import _fresh_database
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+SECRET = "scale-out-secret-0123456789"
+FILES, ROWS_PER_FILE = 8, 300
+
+
+@dataclass
+class TwoWorkers:
+    trigger: str
+    api_url: str
+    env: dict[str, str]
+    store: SqlJobStore
+    state: Path
+    second_worker: subprocess.Popen[bytes]
+    second_name: str
+
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = httpx.post(f"{self.trigger}/process-huggingface", json=body,
+                              headers={"Authorization": f"Bearer {SECRET}"}, timeout=60)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def wait_for(self, job_id: str, statuses: set[str], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = httpx.get(f"{self.trigger}/jobs/{job_id}", headers={"Authorization": f"Bearer {SECRET}"}).json()
+            if job["status"] in statuses:
+                return job
+            assert time.monotonic() < deadline, f"job still {job['status']} after {timeout:.0f} s: {job}"
+            time.sleep(0.5)
+
+    def worker_of(self, flow_run_id: str) -> str | None:
+        """The worker that submitted the run, from the run's own logs."""
+        logs = httpx.post(f"{self.api_url}/logs/filter",
+                          json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+        for entry in logs:
+            if "submitting flow run" in entry["message"]:
+                return entry["message"].split("'")[1]
+        return None
+
+
+def _stack(env: dict[str, str], action: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deployments.stack", action], cwd=CHECKOUT, env=env,
+                          capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer) -> Iterator[TwoWorkers]:
+    state = Path(tempfile.mkdtemp(prefix="hf-ingest-scale-", dir="/tmp"))
+    bucket = f"scale-{uuid.uuid4().hex[:8]}"
+    seaweed.create_bucket(bucket)
+    database_url = _fresh_database(postgres_url)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+        **seaweed.env(bucket),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "HF_INGEST_STATE_DIR": str(state),
+        "PREFECT_PORT": str(free_port()),
+        "TRIGGER_PORT": str(free_port()),
+        "WEBHOOK_SECRET": SECRET,
+        "DATABASE_URL": database_url,
+        "SHARD_ROWS": str(ROWS_PER_FILE),
+        "SHARD_CONCURRENCY": "4",
+        "BATCH_SIZE": "64",
+        "RECONCILE_INTERVAL_SECONDS": "2",
+        "HF_INGEST_ZOMBIE_SECONDS": "45",  # 1.5 heartbeats: a dead run is crashed sooner (default: 3)
+    }
+    up = _stack(env, "up")
+    if up.returncode != 0:
+        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (state / "logs").glob("*.log"))
+        _stack(env, "down")
+        pytest.fail(f"stack did not come up: {up.stdout}\n{up.stderr}\n{logs}")
+    api_url = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
+    home = Path(tempfile.mkdtemp(prefix="hf-ingest-worker2-", dir="/tmp"))  # its own working folder
+    name = "second-machine"
+    worker_env = {**env, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home / "prefect"),
+                  "PREFECT_WORKER_QUERY_SECONDS": "0.5", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    second = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "hf-ingest", "--type", "process",
+         "--name", name],
+        cwd=home, env=worker_env, stdout=(home / "worker.log").open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield TwoWorkers(
+            trigger=f"http://127.0.0.1:{env['TRIGGER_PORT']}", api_url=api_url, env=env,
+            store=SqlJobStore.from_url(database_url), state=state, second_worker=second, second_name=name,
+        )
+    finally:
+        _kill_tree(second.pid)
+        _stack(env, "down")
+
+
+def _kill_tree(pid: int) -> list[int]:
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return []
+    victims = [root, *root.children(recursive=True)]
+    for process in victims:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=10)
+    return [p.pid for p in victims]
+
+
+def _publish(hub: HubServer, tmp: Path, name: str, rows_per_file: int = ROWS_PER_FILE) -> tuple[str, set[str], int]:
+    """A multi-file parquet repo with a few broken images; returns its id, the valid images' hashes, rows."""
+    rows = []
+    for i in range(FILES * rows_per_file):
+        data = encode_image((40 + i % 31, 30 + i % 17), "JPEG", color=(i % 256, (i // 256) % 256, 99))
+        rows.append({"image": b"broken" if i % 97 == 5 else data, "i": i})
+    repo = f"scale/{name}-{uuid.uuid4().hex[:6]}"
+    hub.publish(repo, write_parquet_dataset(tmp / name, rows, shards=FILES))
+    valid = {hashlib.sha256(r["image"]).hexdigest() for r in rows if r["image"] != b"broken"}
+    return repo, valid, len(rows)
+
+
+def _scene_rows(stack: TwoWorkers, dataset: str) -> tuple[int, int, set[str]]:
+    with stack.store.engine.connect() as conn:
+        count, distinct = conn.execute(
+            sa.text("select count(*), count(distinct row_index) from scenes where dataset = :d"), {"d": dataset}
+        ).one()
+        shas = {r[0] for r in conn.execute(sa.text("select sha256 from scenes where dataset = :d"), {"d": dataset})}
+    return int(count), int(distinct), shas
+
+
+def test_two_workers_share_one_import_shard_by_shard(
+    two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
+) -> None:
+    repo, valid, rows = _publish(hub_server, tmp_path, "shared")
+    body = two_workers.post({"dataset": repo})
+    job = two_workers.wait_for(body["job_id"], {"completed", "failed"}, timeout=240)
+
+    assert job["status"] == "completed", (job["error"], job["progress"])
+    assert job["progress"]["shards_done"] == job["progress"]["shards_total"] == FILES
+    assert job["progress"]["rows_seen"] == rows and job["progress"]["invalid_total"] == rows - len(valid)
+    count, distinct, shas = _scene_rows(two_workers, repo)
+    assert count == distinct == len(valid) and shas == valid  # one scene per valid image, none twice
+    shards = two_workers.store.list_shards(uuid.UUID(body["job_id"]))
+    workers = {two_workers.worker_of(s.flow_run_id) for s in shards if s.flow_run_id}
+    assert two_workers.second_name in workers and len(workers) == 2, workers  # both took shards
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_killed_mid_import_leaves_the_job_to_the_other_one(
+    two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
+) -> None:
+    """SIGKILL the worker that runs shards but not the parent run: its child runs are crashed by the zombie
+    automation (no heartbeat for 45 s here), the parent starts those shards again, the other worker runs them
+    from their checkpoints, and the job completes with exactly one scene per valid image."""
+    repo, valid, rows = _publish(hub_server, tmp_path, "killed", rows_per_file=600)
+    body = two_workers.post({"dataset": repo})
+    parent_worker = None
+    deadline = time.monotonic() + 120
+    while True:  # until a shard of this job runs on the worker that does not run the parent
+        shards = two_workers.store.list_shards(uuid.UUID(body["job_id"]))
+        parent_worker = parent_worker or two_workers.worker_of(body["flow_run_id"])
+        running = [s for s in shards if s.status.value == "running" and s.flow_run_id]
+        victims = {two_workers.worker_of(s.flow_run_id) for s in running} - {parent_worker, None}
+        if parent_worker and victims:
+            break
+        assert time.monotonic() < deadline, (parent_worker, shards)
+        time.sleep(0.3)
+    victim = victims.pop()
+    if victim == two_workers.second_name:
+        killed = _kill_tree(two_workers.second_worker.pid)
+    else:
+        killed = _kill_tree(json.loads((two_workers.state / "run" / "worker.pid").read_text())["pid"])
+    assert len(killed) >= 2  # the worker and at least one flow-run process
+
+    job = two_workers.wait_for(body["job_id"], {"completed", "failed"}, timeout=400)
+    assert job["status"] == "completed", (job["error"], job["progress"])
+    count, distinct, shas = _scene_rows(two_workers, repo)
+    assert count == distinct == len(valid) and shas == valid
+    shards = two_workers.store.list_shards(uuid.UUID(body["job_id"]))
+    assert any(s.attempts > 1 for s in shards)  # the killed worker's shards ran again
+    assert job["progress"]["shards_done"] == job["progress"]["shards_total"] == rows // ROWS_PER_FILE
+    assert job["progress"]["rows_seen"] >= rows
+
+
+@pytest.mark.timeout(600)
+def test_cancel_stops_the_children_and_prefects_retry_resumes_as_the_successor(
+    two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
+) -> None:
+    """Cancelling the job cancels its shard runs; Prefect's Retry on the parent run (as the UI's button
+    does it) resumes the import as the job's successor: the shards finished before are not run again."""
+    from hf_ingest.resume import successor_id
+
+    repo, valid, rows = _publish(hub_server, tmp_path, "resumed", rows_per_file=600)
+    body = two_workers.post({"dataset": repo})
+    job_id = uuid.UUID(body["job_id"])
+    deadline = time.monotonic() + 120
+    while not any(s.status.value == "completed" for s in two_workers.store.list_shards(job_id)):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    cancelled = httpx.post(f"{two_workers.trigger}/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {SECRET}"})
+    assert cancelled.status_code == 202, cancelled.text
+    assert two_workers.wait_for(str(job_id), {"cancelled"}, timeout=60)["status"] == "cancelled"
+    children = [s.flow_run_id for s in two_workers.store.list_shards(job_id) if s.flow_run_id]
+    deadline = time.monotonic() + 120
+    while True:  # Prefect cancels the subflow runs of a cancelled run
+        states = {httpx.get(f"{two_workers.api_url}/flow_runs/{run}").json()["state"]["type"] for run in children}
+        if states <= {"COMPLETED", "CANCELLED", "CANCELLING"}:
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(1)
+    finished_before = {s.shard for s in two_workers.store.list_shards(job_id) if s.status.value == "completed"}
+
+    retried = httpx.post(  # what the UI's Retry button sends
+        f"{two_workers.api_url}/flow_runs/{body['flow_run_id']}/set_state",
+        json={"state": {"type": "SCHEDULED", "name": "AwaitingRetry", "message": "Retry from the UI"}, "force": True},
+    )
+    assert retried.status_code in (200, 201), retried.text
+    successor = str(successor_id(job_id))
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{two_workers.trigger}/jobs/{successor}", headers={"Authorization": f"Bearer {SECRET}"}).status_code == 404:
+        assert time.monotonic() < deadline, "the retried run did not resume the job as its successor"
+        time.sleep(0.5)
+    job = two_workers.wait_for(successor, {"completed", "failed"}, timeout=300)
+    assert job["status"] == "completed", (job["error"], job["progress"])
+    assert job["flow_run_id"] == body["flow_run_id"]  # the same run, retried, now works for the successor
+    assert two_workers.wait_for(str(job_id), {"cancelled"}, timeout=5)["status"] == "cancelled"  # never reopened
+    count, distinct, shas = _scene_rows(two_workers, repo)
+    assert count == distinct == len(valid) and shas == valid
+    resumed = {s.shard: s for s in two_workers.store.list_shards(uuid.UUID(successor))}
+    assert finished_before and all(resumed[n].attempts == 0 for n in finished_before)  # not run again

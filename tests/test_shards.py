@@ -1,0 +1,112 @@
+"""Planning shards, recording them (SQLite, PostgreSQL, and the Supabase REST client at the HTTP layer),
+summing their counts, and resuming a job as its successor with its finished shards kept."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from hf_ingest.jobstore import JobStatus, Shard, ShardStatus
+from hf_ingest.jobstore.sql import SqlJobStore
+from hf_ingest.resume import create_successor, successor_id
+from hf_ingest.shards import aggregate_counts, plan_shards
+from tests.test_jobstore_sql import _fresh_database
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    (0, [(0, 0)]), (10, [(0, 10)]), (1000, [(0, 1000)]), (1001, [(0, 501), (501, 1001)]),
+    (4000, [(0, 1000), (1000, 2000), (2000, 3000), (3000, 4000)]),
+])
+def test_shards_are_contiguous_row_ranges_covering_every_row_once(rows: int, expected: list[tuple[int, int]]) -> None:
+    shards = plan_shards(uuid.uuid4(), rows, shard_rows=1000, max_shards=64)
+    assert [(s.first_row, s.end_row) for s in shards] == expected
+    assert [s.shard for s in shards] == list(range(len(shards)))
+
+
+def test_never_more_shards_than_the_maximum() -> None:
+    shards = plan_shards(uuid.uuid4(), 10_000_000, shard_rows=1000, max_shards=50)
+    assert len(shards) == 50 and shards[-1].end_row == 10_000_000
+    assert all(b.first_row == a.end_row for a, b in zip(shards, shards[1:]))
+
+
+def test_counts_are_summed_with_shards_done_and_total() -> None:
+    job = uuid.uuid4()
+    shards = [
+        Shard(job, 0, 0, 10, ShardStatus.COMPLETED, 10, {"rows_seen": 10, "stored": 7, "invalid": {"corrupt": 3},
+                                                        "revision": "c" * 40, "bytes_stored": 700}),
+        Shard(job, 1, 10, 20, ShardStatus.RUNNING, 4, {"rows_seen": 4, "stored": 4, "invalid": {"corrupt": 1, "empty": 2}}),
+        Shard(job, 2, 20, 30),
+    ]
+    progress = aggregate_counts(shards)
+    assert progress["rows_seen"] == 14 and progress["stored"] == 11 and progress["bytes_stored"] == 700
+    assert progress["invalid"] == {"corrupt": 4, "empty": 2} and progress["invalid_total"] == 6
+    assert (progress["shards_done"], progress["shards_total"]) == (1, 3) and progress["revision"] == "c" * 40
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlJobStore]:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite" else _fresh_database(
+        request.getfixturevalue("postgres_url"))
+    store = SqlJobStore.from_url(url)
+    yield store
+    store.engine.dispose()
+
+
+def test_shards_are_recorded_once_and_a_completed_shard_stays_completed(store: SqlJobStore) -> None:
+    job = uuid.uuid4()
+    store.create_job(job, {"dataset": "o/n"})
+    planned = plan_shards(job, 3000, 1000, 64)
+    assert [s.status for s in store.add_shards(planned)] == [ShardStatus.PENDING] * 3
+    store.update_shard(job, 1, status=ShardStatus.RUNNING, flow_run_id="run-1", attempt=True, checkpoint=400,
+                       counts={"rows_seen": 400})
+    store.update_shard(job, 0, status=ShardStatus.COMPLETED, checkpoint=1000)
+    store.update_shard(job, 0, status=ShardStatus.FAILED, error="late hook")  # too late: it completed
+    again = store.add_shards(plan_shards(job, 3000, 1000, 64))  # planning again changes nothing
+    assert [(s.status, s.checkpoint, s.attempts) for s in again] == [
+        (ShardStatus.COMPLETED, 1000, 0), (ShardStatus.RUNNING, 400, 1), (ShardStatus.PENDING, 0, 0)]
+    assert again[1].counts == {"rows_seen": 400} and again[1].flow_run_id == "run-1" and again[0].error is None
+
+
+def test_a_successor_job_keeps_finished_shards_and_resumes_the_rest_from_their_checkpoints(store: SqlJobStore) -> None:
+    job = uuid.uuid4()
+    store.create_job(job, {"dataset": "o/n"})
+    store.add_shards(plan_shards(job, 3000, 1000, 64))
+    store.update_shard(job, 0, status=ShardStatus.COMPLETED, checkpoint=1000, counts={"rows_seen": 1000})
+    store.update_shard(job, 1, status=ShardStatus.FAILED, checkpoint=250, counts={"rows_seen": 250}, attempt=True)
+    store.advance(job, JobStatus.FAILED, error="shard 1 failed")
+    old = store.get_job(job)
+    assert old is not None
+
+    successor = create_successor(store, old, old.params)
+    assert successor.id == successor_id(job) and create_successor(store, old, old.params).id == successor.id
+    assert successor.status is JobStatus.QUEUED and store.get_job(job).status is JobStatus.FAILED  # type: ignore[union-attr]
+    shards = store.list_shards(successor.id)
+    assert [(s.status, s.checkpoint, s.counts.get("rows_seen"), s.attempts) for s in shards] == [
+        (ShardStatus.COMPLETED, 1000, 1000, 0), (ShardStatus.PENDING, 250, 250, 0), (ShardStatus.PENDING, 0, None, 0)]
+
+
+def test_the_supabase_store_sends_shards_as_postgrest_requests() -> None:
+    from hf_ingest.jobstore.supabase import SupabaseJobStore
+
+    job = uuid.uuid4()
+    row = {"job_id": str(job), "shard": 0, "first_row": 0, "end_row": 10, "status": "pending", "checkpoint": 0,
+           "counts": {}, "attempts": 0, "flow_run_id": None, "error": None}
+    store = SupabaseJobStore.from_credentials("https://ref.supabase.co", "service-role-key-0123456789")
+    with respx.mock(base_url="https://ref.supabase.co/rest/v1") as api:
+        insert = api.post("/job_shards").mock(return_value=httpx.Response(201))
+        listed = api.get("/job_shards").mock(return_value=httpx.Response(200, json=[row]))
+        update = api.patch("/job_shards").mock(return_value=httpx.Response(204))
+        assert store.add_shards(plan_shards(job, 10, 100, 4))[0].end_row == 10
+        store.update_shard(job, 0, status=ShardStatus.RUNNING, checkpoint=5, attempt=True)
+    sent = json.loads(insert.calls.last.request.content)
+    assert sent[0]["job_id"] == str(job) and insert.calls.last.request.url.params["on_conflict"] == "job_id,shard"
+    assert listed.calls.last.request.url.params["job_id"] == f"eq.{job}"
+    patch = update.calls.last.request
+    assert json.loads(patch.content) == {**json.loads(patch.content), "status": "running", "checkpoint": 5, "attempts": 1}
+    assert patch.url.params["status"] == "neq.completed" and patch.url.params["shard"] == "eq.0"

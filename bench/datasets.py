@@ -74,11 +74,12 @@ def _write_once(folder: Path, write: Callable[[Path], None]) -> Path:
     return folder
 
 
-def ensure(root: Path, name: str, count: int) -> Path:
-    """`small-N` / `large-N`: N images in one parquet file."""
+def ensure(root: Path, name: str, count: int, files: int = 1, first: int = 0) -> Path:
+    """`small-N` / `large-N`: N images in one parquet file (or `files` of them, as a large Hub dataset is);
+    `first` shifts which images they are, so two datasets can share no image."""
     make = _large if name.startswith("large") else _small
     return _write_once(root / name, lambda folder: write_parquet_dataset(
-        folder, [{"image": make(i), "i": i} for i in range(count)]
+        folder, [{"image": make(first + i), "i": i} for i in range(count)], shards=files
     ))
 
 
@@ -90,12 +91,12 @@ def ensure_photos(root: Path, name: str, count: int) -> Path:
     ))
 
 
-def ensure_mixed_photos(root: Path, name: str, count: int) -> Path:
-    """`count` distinct photos of ~0.3-2 MB (five camera sizes, in turn) in one parquet file."""
+def ensure_mixed_photos(root: Path, name: str, count: int, files: int = 1) -> Path:
+    """`count` distinct photos of ~0.3-2 MB (five camera sizes, in turn) in one parquet file (or `files`)."""
     encodes = [e for size in ((900, 600), (1200, 800), (1600, 1100), (2000, 1300), (2400, 1600))
                for e in _photo_encodes(size, count=2)]
     return _write_once(root / name, lambda folder: write_parquet_dataset(
-        folder, [{"image": distinct(encodes[i % len(encodes)], i), "i": i} for i in range(count)]
+        folder, [{"image": distinct(encodes[i % len(encodes)], i), "i": i} for i in range(count)], shards=files
     ))
 
 

@@ -1,5 +1,8 @@
 """The raw limit: the same work as the flow (stream, full decode, hash, write originals, record rows:
-`hf_ingest.pipeline.ingest_batch`) in a plain thread pool, with no orchestration. Usage: python -m bench.raw DATASET; prints JSON."""
+`hf_ingest.pipeline.ingest_batch`) in a plain thread pool, with no orchestration.
+
+Usage: python -m bench.raw DATASET [FIRST_ROW END_ROW]; prints JSON. With a row range it does one
+part of the split (the machine's limit is N of these at once, one per core, each over its part)."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from hf_ingest.pipeline import BatchOutcome, ImageReader, SceneSource, ingest_ba
 from hf_ingest.source import DatasetRequest, ImageRow, canonical_dataset, open_dataset
 
 
-def main(dataset: str) -> dict[str, float]:
+def main(dataset: str, first_row: int | None = None, end_row: int | None = None) -> dict[str, float]:
     started = time.perf_counter()
     settings = get_settings()
     store, objects = runtime.job_store(), runtime.object_store()
@@ -27,6 +30,8 @@ def main(dataset: str) -> dict[str, float]:
     store.create_job(job_id, request.as_params())
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
     stream = open_dataset(request, token, settings.max_image_bytes)
+    if first_row is not None and end_row is not None:
+        stream = stream.rows_between(first_row, end_row)
     source = SceneSource.for_stream(job_id, stream)
     reader = ImageReader.for_stream(stream, settings.max_image_pixels)
 
@@ -52,5 +57,6 @@ def main(dataset: str) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1])))
+    rows = [int(n) for n in sys.argv[2:4]]
+    print(json.dumps(main(sys.argv[1], *rows)))
     exit_after_cleanup(0)

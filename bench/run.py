@@ -9,13 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -26,78 +20,10 @@ import httpx
 import psutil
 
 from bench.datasets import ensure, ensure_imagefolder, ensure_mixed_photos, ensure_photos
-from deployments.stack import CHECKOUT, Stack, down, running_pids, up
+from bench.measure import BIN, DATA, SECRET, measure_group, run_import, wait_until_quiet, with_rates
+from bench.scale import scale_report, scale_rows
+from deployments.stack import CHECKOUT, Stack, down, up
 
-BIN = Path(sys.executable).parent
-DATA = CHECKOUT / ".data" / "bench"
-SECRET = "bench-webhook-secret"
-
-
-def measure(argv: list[str], env: dict[str, str], settle: Callable[[], None]) -> dict[str, Any]:
-    """Run one import process; wall time and the peak RSS of its whole process tree.
-
-    The previous run must not land on this one: its dirty pages are flushed (their writeback
-    otherwise costs whichever run comes next ±15 % here on 20,000-file runs), and `settle` waits
-    until the Prefect server has digested its events and logs."""
-    os.sync()
-    settle()
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=CHECKOUT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    peak = 0
-    root = psutil.Process(process.pid)
-
-    def sample() -> None:
-        nonlocal peak
-        while process.poll() is None:
-            try:
-                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-                peak = max(peak, rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = process.communicate()
-    sampler.join()
-    seconds = time.perf_counter() - started
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({process.returncode})")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the import, once it has been waited for
-    cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
-    return {"seconds": seconds, "peak_rss_mb": peak / 2**20, "cpu_seconds": cpu, "stdout": stdout.decode()}
-
-
-def run_import(
-    kind: str, dataset: Path | str, base_env: dict[str, str], settle: Callable[[], None], storage: str | None = None
-) -> dict[str, Any]:
-    scratch = Path(tempfile.mkdtemp(prefix="hf-ingest-bench-"))
-    env = {**base_env, "DATABASE_URL": f"sqlite:///{scratch / 'db.sqlite'}"}
-    env["STORAGE_URL"] = storage or str(scratch / "objects")
-    argv = {
-        "raw": [str(BIN / "python"), "-m", "bench.raw", str(dataset)],
-        "flow": [str(BIN / "hf-ingest"), "run", str(dataset)],
-        "naive": [str(BIN / "python"), "-m", "bench.naive", str(dataset)],
-        "floor": [str(BIN / "python"), "-m", "bench.floor", str(dataset)],
-    }[kind]
-    try:
-        result = measure(argv, env, settle)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if kind == "flow":
-        progress = json.loads(result["stdout"])["progress"]
-        result["images"], result["bytes"] = progress["scenes_recorded"], progress["bytes_stored"]
-    else:
-        out = json.loads(result["stdout"].strip().splitlines()[-1])
-        result["images"], result["bytes"] = out["images"], out.get("bytes", 0)
-    return with_rates(result)
-
-
-def with_rates(run: dict[str, Any]) -> dict[str, Any]:
-    """`run` (images, bytes, seconds) with its images/s and MB/s."""
-    run.update(images_per_s=run["images"] / run["seconds"], mb_per_s=run["bytes"] / 2**20 / run["seconds"])
-    return run
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -123,35 +49,11 @@ def warm_runs(dataset: Path, warmup: Path, env: dict[str, str], settle: Callable
     """Raw loop and flow alternating in one process that has Prefect imported (`bench/warm.py`):
     what the flow costs per run and per image, without the per-process start-up."""
     argv = [str(BIN / "python"), "-m", "bench.warm", str(dataset), str(warmup), str(repeat)]
-    process = measure(argv, env, settle)
-    runs = json.loads(process["stdout"].strip().splitlines()[-1])
+    process = measure_group([argv], env, settle)
+    runs = json.loads(process["stdouts"][0].strip().splitlines()[-1])
     for run in (run for kind_runs in runs.values() for run in kind_runs):
         with_rates(run)["peak_rss_mb"] = process["peak_rss_mb"]  # one process ran them all
     return {kind: median_run(kind_runs) for kind, kind_runs in runs.items()}
-
-
-def wait_until_quiet(stack: Stack, timeout: float = 60) -> None:
-    """Until the stack's processes use < 15 % of a core (idle, the worker's polls take ~10 %): the
-    server digests a run's events and logs for a while after it."""
-    processes = [psutil.Process(pid) for pid in running_pids(stack)]
-    processes += [c for p in list(processes) for c in p.children(recursive=True)]
-    deadline = time.monotonic() + timeout
-
-    def busy() -> float:
-        total = 0.0
-        for process in processes:
-            try:
-                times = process.cpu_times()
-                total += times.user + times.system
-            except psutil.Error:
-                pass
-        return total
-
-    while time.monotonic() < deadline:
-        before = busy()
-        time.sleep(2)
-        if busy() - before < 0.3:
-            return
 
 
 def trigger_latency(stack: Stack, runs: int = 20) -> list[float]:
@@ -276,6 +178,9 @@ def main() -> int:
         "folder-2000": ensure_imagefolder(DATA, "folder-2000", 2_000),
         "small-20000": ensure(DATA, "small-20000", 20_000),
         "mixed-2000": ensure_mixed_photos(DATA, "mixed-2000", 2_000),
+        "small-50000": ensure(DATA, "small-50000", 50_000),
+        "small-200000x8": ensure(DATA, "small-200000x8", 200_000, files=8, first=10**6),  # no image of the others
+        "mixed-2000x8": ensure_mixed_photos(DATA, "mixed-2000x8", 2_000, files=8),
     }
     os.environ.update(
         HF_INGEST_STATE_DIR=str(CHECKOUT / ".data" / "bench-stack"),
@@ -286,6 +191,12 @@ def main() -> int:
         DATABASE_URL=f"sqlite:///{CHECKOUT / '.data' / 'bench-stack' / 'jobs.db'}",
         STORAGE_URL=str(CHECKOUT / ".data" / "bench-stack" / "objects"),
     )
+    if os.environ.get("BENCH_ONLY") == "scale":  # the scale table alone (a few minutes, not the whole bench)
+        scale = scale_rows(datasets)
+        targets = scale_report(scale)
+        print_targets(targets)
+        print(json.dumps({"scale": _rounded(scale)}))
+        return 0
     stack = Stack.from_env()
     up(stack)
     env = {**stack.env(), "PREFECT_API_URL": stack.api_url}
@@ -309,8 +220,20 @@ def main() -> int:
         burst = burst_and_sequence(stack)
     finally:
         down(stack)
-    report(results, latencies, burst, small_n)
+    scale = scale_rows(datasets)
+    report(results, latencies, burst, small_n, scale)
     return 0
+
+
+def print_targets(targets: list[tuple[str, bool, str]]) -> None:
+    print()
+    for name, ok, value in targets:
+        print(f"{'PASS' if ok else 'MISS'}  {name}: {value}")
+
+
+def _rounded(runs: dict[str, Any]) -> dict[str, Any]:
+    return {k: ({kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items() if kk != "stdout"}
+                if isinstance(v, dict) else v) for k, v in runs.items()}
 
 
 def client_cpu_ms(s3: dict[str, Any], local: dict[str, Any]) -> float:
@@ -318,7 +241,9 @@ def client_cpu_ms(s3: dict[str, Any], local: dict[str, Any]) -> float:
     return 1000 * (s3["cpu_seconds"] - local["cpu_seconds"]) / max(1, s3["images"])
 
 
-def report(r: dict[str, Any], latencies: list[float], burst: dict[str, float], small_n: int) -> None:
+def report(
+    r: dict[str, Any], latencies: list[float], burst: dict[str, float], small_n: int, scale: dict[str, Any]
+) -> None:
     p50 = statistics.median(latencies)
     p95 = sorted(latencies)[max(0, int(round(0.95 * len(latencies))) - 1)]
     rows = [
@@ -397,12 +322,9 @@ def report(r: dict[str, Any], latencies: list[float], burst: dict[str, float], s
          burst["burst_per_min"] >= burst["sequence_per_min"] / 1.5,
          f"{burst['burst_per_min']:.1f} vs {burst['sequence_per_min']:.1f} imports/min"),
     ]
-    print()
-    for name, ok, value in targets:
-        print(f"{'PASS' if ok else 'MISS'}  {name}: {value}")
-    summary = {k: {kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items() if kk != "stdout"}
-               for k, v in r.items()}
-    print(json.dumps({"runs": summary, "ratios": {k: round(v, 3) for k, v in figures.items()},
+    targets += scale_report(scale)
+    print_targets(targets)
+    print(json.dumps({"runs": _rounded(r), "scale": _rounded(scale), "ratios": {k: round(v, 3) for k, v in figures.items()},
                       "latencies_s": [round(x, 3) for x in latencies],
                       "burst": {k: round(v, 3) for k, v in burst.items()}}))
 

@@ -51,6 +51,7 @@ from hf_ingest.jobstore import JobStatus
 from hf_ingest.logs import install_secret_filter, redact
 from hf_ingest.pipeline import ImageReader, IngestProgress, SceneSource
 from hf_ingest.resume import create_successor
+from hf_ingest.shards import shard_count
 from hf_ingest.source import DatasetRequest, DatasetStream, canonical_dataset
 from hf_ingest.summary import ImportReport
 from hf_ingest.transient import PermanentIngestError
@@ -117,10 +118,9 @@ async def hf_ingest(
             await label_run(request, stream.revision)
             artifact = await asyncio.to_thread(ProgressArtifact, stream)
             reporter = ProgressReporter(_job_progress(job_id), settings.progress_interval_seconds, log, artifact)
-            rows = stream.rows_to_read
-            if stream.shardable and rows is not None and rows > settings.shard_rows:
-                # Large: child runs of `hf-ingest-shard` on the pool's workers, one per piece of the split.
-                progress = await import_in_shards(job_id, request, stream, reporter)
+            shards = planned_shards(stream)
+            if shards > 1:  # large: child runs of `hf-ingest-shard` on the pool's workers, one per piece
+                progress = await import_in_shards(job_id, request, stream, reporter, shards)
             else:  # the common case: the whole split in this process, no added latency
                 source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
                 reader = ImageReader.for_stream(stream, settings.max_image_pixels)
@@ -137,6 +137,16 @@ async def hf_ingest(
         await asyncio.to_thread(publish_summary, _report(job_id, request, stream, progress, started))
         log.info("record", "import finished", **final_counts)
         return {"job_id": str(job_id), **final_counts}
+
+
+def planned_shards(stream: DatasetStream) -> int:
+    """How many shards this run cuts the import into: 1 (all of it here) unless it is large, parquet, and
+    a deployment run, whose pool has workers for the children (`hf-ingest run` stays one process)."""
+    settings = get_settings()
+    rows = stream.rows_to_read
+    if not stream.shardable or rows is None or current_deployment.id is None:
+        return 1
+    return shard_count(rows, stream.bytes_to_read, settings.shard_rows, settings.shard_bytes, settings.max_shards)
 
 
 def _job_progress(job_id: uuid.UUID) -> Callable[[IngestProgress], None]:

@@ -119,9 +119,9 @@ def _restore_counts(progress: IngestProgress, counts: dict[str, Any]) -> None:
 
 
 async def import_in_shards(
-    job_id: uuid.UUID, request: DatasetRequest, stream: DatasetStream, reporter: ProgressReporter
+    job_id: uuid.UUID, request: DatasetRequest, stream: DatasetStream, reporter: ProgressReporter, count: int
 ) -> IngestProgress:
-    """The parent's part: plan, start a child run per unfinished shard, wait, sum the counts."""
+    """The parent's part: plan `count` shards, start a child run per unfinished one, wait, sum the counts."""
     settings = get_settings()
     store = runtime.job_store()
     log = run_log()
@@ -129,7 +129,7 @@ async def import_in_shards(
     if not shards:  # a resumed job already has its shards (kept as they were planned)
         rows = stream.rows_to_read or 0
         shards = await asyncio.to_thread(
-            store.add_shards, plan_shards(job_id, rows, settings.shard_rows, settings.max_shards)
+            store.add_shards, plan_shards(job_id, rows, count)
         )
     log.info("plan", "import sharded", shards=len(shards), rows=shards[-1].end_row,
              done=sum(1 for s in shards if s.status is ShardStatus.COMPLETED))

@@ -80,7 +80,7 @@ def mirror_state(
     if mapped is None:
         return None
     status, error = mapped
-    job_id = job_id or current_job_of(store, flow_run)
+    job_id = job_id or call_with_backoff(lambda: current_job_of(store, flow_run))  # reads: the same backoff
     secrets = get_settings().secret_values()
     if error is not None:
         error = redact(error, secrets)

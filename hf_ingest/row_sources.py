@@ -85,20 +85,23 @@ class ParquetRows:
                 source.close()
 
 
-def parquet_row_counts(files: Sequence[str], open_footer: Any, threads: int = 8) -> list[int]:
-    """Rows per parquet file, from the footers alone (a few kilobytes each, read a few files at a time)."""
+def parquet_sizes(files: Sequence[str], open_footer: Any, threads: int = 8) -> list[tuple[int, int]]:
+    """(rows, data bytes uncompressed) per parquet file, from the footers alone (a few kilobytes each,
+    read a few files at a time): what shards are planned from, without reading the data."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def rows(path: str) -> int:
+    def sizes(path: str) -> tuple[int, int]:
         source = open_footer(path)
         try:
-            return int(pq.read_metadata(source).num_rows)
+            metadata = pq.read_metadata(source)
+            data = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+            return int(metadata.num_rows), int(data)
         finally:
             if hasattr(source, "close"):
                 source.close()
 
     with ThreadPoolExecutor(min(threads, max(1, len(files))), thread_name_prefix="footer") as pool:
-        return list(pool.map(rows, files))
+        return list(pool.map(sizes, files))
 
 
 def parquet_features(source: Any) -> dict[str, Any]:

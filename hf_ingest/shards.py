@@ -3,8 +3,10 @@
 A shard is a row range [first_row, end_row) of the split as the stream reads it (files in order,
 rows in order), so a row keeps its identity (`row_index`) however the import is cut. The rows come
 from the parquet footers (read once when the dataset is opened), never from reading the data twice.
-Shards are at least SHARD_ROWS rows, and never more than MAX_SHARDS of them: tens of child runs
-for a large import, not thousands (the Prefect server struggles past a few thousand runs at once).
+A shard holds at most about SHARD_ROWS rows and SHARD_BYTES of data (large photos are worth
+sharing out long before their row count is), and there are never more than MAX_SHARDS of them:
+tens of child runs for a large import, not thousands (the Prefect server struggles past a few
+thousand runs at once).
 """
 
 from __future__ import annotations
@@ -15,9 +17,15 @@ import uuid
 from hf_ingest.jobstore import Shard
 
 
-def plan_shards(job_id: uuid.UUID, rows: int, shard_rows: int, max_shards: int) -> list[Shard]:
-    """The shards of an import of `rows` rows; one shard (the whole import) when it is small."""
-    count = max(1, min(max_shards, math.ceil(rows / shard_rows)))
+def shard_count(rows: int, data_bytes: int, shard_rows: int, shard_bytes: int, max_shards: int) -> int:
+    """How many shards an import of `rows` rows and about `data_bytes` bytes is cut into (1: not sharded)."""
+    wanted = max(math.ceil(rows / shard_rows), math.ceil(data_bytes / shard_bytes))
+    return max(1, min(max_shards, rows, wanted))
+
+
+def plan_shards(job_id: uuid.UUID, rows: int, count: int) -> list[Shard]:
+    """`count` shards of an import of `rows` rows, as even as can be."""
+    count = max(1, min(count, rows))
     size = math.ceil(rows / count) if rows else 0
     shards = []
     for index in range(count):

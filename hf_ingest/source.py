@@ -21,7 +21,7 @@ from hf_ingest.backoff import backoff_delay
 from hf_ingest.dataset_files import DatasetFiles, FileRef, HubDatasetFiles, LocalDatasetFiles
 from hf_ingest.images import InvalidImage
 from hf_ingest.metadata import MetadataColumns
-from hf_ingest.row_sources import DatasetsRows, ParquetRows, RowSource, parquet_features, parquet_row_counts
+from hf_ingest.row_sources import DatasetsRows, ParquetRows, RowSource, parquet_features, parquet_sizes
 from hf_ingest.transient import PermanentIngestError, is_transient
 
 logger = logging.getLogger("hf_ingest.source")
@@ -98,6 +98,7 @@ class DatasetStream:
     rows: RowSource
     max_image_bytes: int
     total_rows: int | None = None  # the split's rows (before `limit`), where the format says it up front
+    total_bytes: int | None = None  # the split's data bytes, where the format says it (parquet)
     first_row: int = 0  # a shard reads the split's rows [first_row, end_row)
     end_row: int | None = None
     hf_token: str | None = field(default=None, repr=False)
@@ -112,6 +113,14 @@ class DatasetStream:
         """How many rows the import will read, if known: the split's rows, or the limit if smaller."""
         limits = [n for n in (self.total_rows, self.request.limit, self.end_row) if n is not None]
         return min(limits) - self.first_row if limits else None
+
+    @property
+    def bytes_to_read(self) -> int:
+        """About how many bytes of data the import will read (0 if unknown): the split's, pro rata."""
+        rows = self.rows_to_read
+        if not self.total_bytes or not self.total_rows or rows is None:
+            return 0
+        return self.total_bytes * rows // self.total_rows
 
     @property
     def shardable(self) -> bool:
@@ -300,14 +309,16 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
     builder = _builder(request, commit, hf_token)
     parquet_files = _parquet_files(builder, request.split)
     total_rows: int | None = None
+    total_bytes: int | None = None
     row_counts: list[int] | None = None
     if parquet_files is not None:  # read with pyarrow: memory bounded by bytes, not by row groups
         open_file = (lambda path: filesystem.open(path, "rb")) if filesystem is not None else (lambda path: path)
         open_footer = (lambda path: filesystem.open(path, "rb", block_size=2**16)) if filesystem is not None else open_file
         declared = dict(builder.info.features or {})  # from the README's dataset_info, with ClassLabel names
         features = {**parquet_features(open_footer(parquet_files[0])), **declared}
-        row_counts = parquet_row_counts(parquet_files, open_footer)
-        total_rows = sum(row_counts)
+        sizes = parquet_sizes(parquet_files, open_footer)
+        row_counts = [rows for rows, _ in sizes]
+        total_rows, total_bytes = sum(row_counts), sum(data for _, data in sizes)
     else:
         iterable = _streaming_split(builder, request, hf_token)
         features = dict(iterable.features or {})
@@ -331,6 +342,7 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
         rows=rows,
         max_image_bytes=max_image_bytes,
         total_rows=total_rows,
+        total_bytes=total_bytes,
         hf_token=hf_token,
     )
 

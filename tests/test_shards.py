@@ -15,7 +15,7 @@ import respx
 from hf_ingest.jobstore import JobStatus, Shard, ShardStatus
 from hf_ingest.jobstore.sql import SqlJobStore
 from hf_ingest.resume import create_successor, successor_id
-from hf_ingest.shards import aggregate_counts, plan_shards
+from hf_ingest.shards import aggregate_counts, plan_shards, shard_count
 from tests.test_jobstore_sql import _fresh_database
 
 
@@ -24,15 +24,27 @@ from tests.test_jobstore_sql import _fresh_database
     (4000, [(0, 1000), (1000, 2000), (2000, 3000), (3000, 4000)]),
 ])
 def test_shards_are_contiguous_row_ranges_covering_every_row_once(rows: int, expected: list[tuple[int, int]]) -> None:
-    shards = plan_shards(uuid.uuid4(), rows, shard_rows=1000, max_shards=64)
+    shards = plan_shards(uuid.uuid4(), rows, shard_count(rows, 0, shard_rows=1000, shard_bytes=2**30, max_shards=64))
     assert [(s.first_row, s.end_row) for s in shards] == expected
     assert [s.shard for s in shards] == list(range(len(shards)))
 
 
 def test_never_more_shards_than_the_maximum() -> None:
-    shards = plan_shards(uuid.uuid4(), 10_000_000, shard_rows=1000, max_shards=50)
+    shards = plan_shards(uuid.uuid4(), 10_000_000, shard_count(10_000_000, 0, 1000, 2**30, max_shards=50))
     assert len(shards) == 50 and shards[-1].end_row == 10_000_000
     assert all(b.first_row == a.end_row for a, b in zip(shards, shards[1:]))
+
+
+@pytest.mark.parametrize(("rows", "data_bytes", "expected"), [
+    (2_000, 400 * 2**20, 7),  # 2,000 photos of 200 KB: cut by their bytes (64 MiB a shard), not their rows
+    (2_000, 1 * 2**20, 1),  # small images: the rows decide
+    (3, 10 * 2**30, 3),  # never more shards than rows
+])
+def test_large_images_are_sharded_by_their_bytes(rows: int, data_bytes: int, expected: int) -> None:
+    count = shard_count(rows, data_bytes, shard_rows=50_000, shard_bytes=64 * 2**20, max_shards=64)
+    assert count == expected
+    shards = plan_shards(uuid.uuid4(), rows, count)
+    assert len(shards) == expected and shards[-1].end_row == rows
 
 
 def test_counts_are_summed_with_shards_done_and_total() -> None:
@@ -61,13 +73,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlJobStor
 def test_shards_are_recorded_once_and_a_completed_shard_stays_completed(store: SqlJobStore) -> None:
     job = uuid.uuid4()
     store.create_job(job, {"dataset": "o/n"})
-    planned = plan_shards(job, 3000, 1000, 64)
+    planned = plan_shards(job, 3000, 3)
     assert [s.status for s in store.add_shards(planned)] == [ShardStatus.PENDING] * 3
     store.update_shard(job, 1, status=ShardStatus.RUNNING, flow_run_id="run-1", attempt=True, checkpoint=400,
                        counts={"rows_seen": 400})
     store.update_shard(job, 0, status=ShardStatus.COMPLETED, checkpoint=1000)
     store.update_shard(job, 0, status=ShardStatus.FAILED, error="late hook")  # too late: it completed
-    again = store.add_shards(plan_shards(job, 3000, 1000, 64))  # planning again changes nothing
+    again = store.add_shards(plan_shards(job, 3000, 3))  # planning again changes nothing
     assert [(s.status, s.checkpoint, s.attempts) for s in again] == [
         (ShardStatus.COMPLETED, 1000, 0), (ShardStatus.RUNNING, 400, 1), (ShardStatus.PENDING, 0, 0)]
     assert again[1].counts == {"rows_seen": 400} and again[1].flow_run_id == "run-1" and again[0].error is None
@@ -76,7 +88,7 @@ def test_shards_are_recorded_once_and_a_completed_shard_stays_completed(store: S
 def test_a_successor_job_keeps_finished_shards_and_resumes_the_rest_from_their_checkpoints(store: SqlJobStore) -> None:
     job = uuid.uuid4()
     store.create_job(job, {"dataset": "o/n"})
-    store.add_shards(plan_shards(job, 3000, 1000, 64))
+    store.add_shards(plan_shards(job, 3000, 3))
     store.update_shard(job, 0, status=ShardStatus.COMPLETED, checkpoint=1000, counts={"rows_seen": 1000})
     store.update_shard(job, 1, status=ShardStatus.FAILED, checkpoint=250, counts={"rows_seen": 250}, attempt=True)
     store.advance(job, JobStatus.FAILED, error="shard 1 failed")
@@ -102,7 +114,7 @@ def test_the_supabase_store_sends_shards_as_postgrest_requests() -> None:
         insert = api.post("/job_shards").mock(return_value=httpx.Response(201))
         listed = api.get("/job_shards").mock(return_value=httpx.Response(200, json=[row]))
         update = api.patch("/job_shards").mock(return_value=httpx.Response(204))
-        assert store.add_shards(plan_shards(job, 10, 100, 4))[0].end_row == 10
+        assert store.add_shards(plan_shards(job, 10, 1))[0].end_row == 10
         store.update_shard(job, 0, status=ShardStatus.RUNNING, checkpoint=5, attempt=True)
     sent = json.loads(insert.calls.last.request.content)
     assert sent[0]["job_id"] == str(job) and insert.calls.last.request.url.params["on_conflict"] == "job_id,shard"
@@ -110,3 +122,53 @@ def test_the_supabase_store_sends_shards_as_postgrest_requests() -> None:
     patch = update.calls.last.request
     assert json.loads(patch.content) == {**json.loads(patch.content), "status": "running", "checkpoint": 5, "attempts": 1}
     assert patch.url.params["status"] == "neq.completed" and patch.url.params["shard"] == "eq.0"
+
+
+@pytest.fixture(scope="module")
+def three_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """70 rows in 3 parquet files of small row groups: shards cross both file and row-group boundaries."""
+    from hf_ingest.hub_formats import encode_image, write_parquet_dataset
+
+    rows = [{"image": encode_image((8 + i % 5, 8), "PNG", color=(i, 0, 0)), "i": i} for i in range(70)]
+    return write_parquet_dataset(tmp_path_factory.mktemp("three-files"), rows, shards=3, row_group_size=9)
+
+
+def _read(stream: object) -> list[tuple[int, int]]:
+    return [(row.row_index, row.metadata["i"]) for batch in stream.batches(16, 2**20) for row in batch]  # type: ignore[attr-defined]
+
+
+def test_a_shard_reads_exactly_its_rows_with_the_identity_they_have_unsharded(three_files: Path) -> None:
+    from hf_ingest.source import DatasetRequest, open_dataset
+
+    stream = open_dataset(DatasetRequest(str(three_files)))
+    assert stream.shardable and stream.total_rows == 70 and stream.bytes_to_read > 0
+    whole = _read(stream)
+    assert whole == [(i, i) for i in range(70)]
+    shards = plan_shards(uuid.uuid4(), 70, 4)
+    pieces = [_read(open_dataset(DatasetRequest(str(three_files))).rows_between(s.first_row, s.end_row)) for s in shards]
+    assert [row for piece in pieces for row in piece] == whole  # every row once, same row_index
+    resumed = _read(open_dataset(DatasetRequest(str(three_files))).rows_between(23 + 11, 47))  # from a checkpoint
+    assert resumed == [(i, i) for i in range(34, 47)]
+
+
+def test_bytes_to_read_follows_the_limit(three_files: Path) -> None:
+    from hf_ingest.source import DatasetRequest, open_dataset
+
+    whole = open_dataset(DatasetRequest(str(three_files)))
+    half = open_dataset(DatasetRequest(str(three_files), limit=35))
+    assert half.rows_to_read == 35 and half.bytes_to_read == whole.bytes_to_read // 2
+
+
+def test_hf_ingest_run_outside_a_deployment_never_shards(three_files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf-ingest run` is one process: with no pool behind it, even a split far over SHARD_ROWS stays whole."""
+    from blocks.settings import get_settings
+    from flows.import_dataset import planned_shards
+    from hf_ingest.source import DatasetRequest, open_dataset
+
+    monkeypatch.setenv("SHARD_ROWS", "10")
+    get_settings.cache_clear()
+    try:
+        assert planned_shards(open_dataset(DatasetRequest(str(three_files)))) == 1
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()

@@ -300,3 +300,21 @@ def test_batches_recorded_from_several_threads_at_once_all_land(store: SqlJobSto
 
     assert recorded == [SceneWrites(500, 0)] * 8 and again == [SceneWrites(0, 0)] * 8
     assert store.count_scenes(job_id=job_id) == 4000
+
+
+def test_workers_opening_a_fresh_database_at_once_all_start(postgres_url: str) -> None:
+    """Shard runs of one import start together on a fresh database: each creates the schema it finds
+    missing, and none fails on the others' CREATE TABLE (the store takes an advisory lock for it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = _fresh_database(postgres_url)
+    engines = [make_engine(url) for _ in range(6)]
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            stores = list(pool.map(SqlJobStore, engines))
+        job = uuid.uuid4()
+        stores[0].create_job(job, {"dataset": "o/n"})
+        assert all(s.get_job(job) is not None for s in stores)
+    finally:
+        for engine in engines:
+            engine.dispose()

@@ -10,7 +10,7 @@ default, and no revision. Supabase gets the same change as a migration file unde
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 _OLD_UNIQUE = "scenes_source_row_key"
 _BACKFILL_IMAGE_COLUMN = (
@@ -18,43 +18,55 @@ _BACKFILL_IMAGE_COLUMN = (
 )
 
 
-def migrate(engine: Engine, metadata: sa.MetaData) -> None:
+SCHEMA_LOCK = 0x6866_696E_6765_7374  # "hfingest": PostgreSQL advisory lock held while the schema is made
+
+
+def create_schema(engine: Engine, metadata: sa.MetaData) -> None:
+    """Create the missing tables and apply the migrations, in one transaction. On PostgreSQL it holds an
+    advisory lock: workers that start together on a fresh database (shard runs do) would otherwise race
+    to create the same tables and all but one fail."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("select pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        metadata.create_all(conn, checkfirst=True)
+        migrate(conn, metadata)
+
+
+def migrate(conn: Connection, metadata: sa.MetaData) -> None:
     """Apply what is missing; a current database is left as it is (one inspection)."""
-    columns = {column["name"] for column in sa.inspect(engine).get_columns("scenes")}
+    columns = {column["name"] for column in sa.inspect(conn).get_columns("scenes")}
     if "image_column" in columns:
         return
-    if engine.dialect.name == "sqlite":
-        _rebuild_sqlite_scenes(engine, metadata, columns)
+    if conn.dialect.name == "sqlite":
+        _rebuild_sqlite_scenes(conn, metadata, columns)
     else:
-        _alter_postgresql_scenes(engine)
+        _alter_postgresql_scenes(conn)
 
 
-def _alter_postgresql_scenes(engine: Engine) -> None:
-    with engine.begin() as conn:
-        conn.exec_driver_sql("alter table scenes add column if not exists image_column text")
-        conn.exec_driver_sql("alter table scenes add column if not exists revision text")
-        conn.exec_driver_sql(f"update scenes set image_column = {_BACKFILL_IMAGE_COLUMN} where image_column is null")
-        conn.exec_driver_sql("alter table scenes alter column image_column set not null")
-        conn.exec_driver_sql(f"alter table scenes drop constraint if exists {_OLD_UNIQUE}")
-        conn.exec_driver_sql(
-            "alter table scenes add constraint scenes_source_image_key "
-            "unique (dataset, config, split, image_column, row_index)"
-        )
+def _alter_postgresql_scenes(conn: Connection) -> None:
+    conn.exec_driver_sql("alter table scenes add column if not exists image_column text")
+    conn.exec_driver_sql("alter table scenes add column if not exists revision text")
+    conn.exec_driver_sql(f"update scenes set image_column = {_BACKFILL_IMAGE_COLUMN} where image_column is null")
+    conn.exec_driver_sql("alter table scenes alter column image_column set not null")
+    conn.exec_driver_sql(f"alter table scenes drop constraint if exists {_OLD_UNIQUE}")
+    conn.exec_driver_sql(
+        "alter table scenes add constraint scenes_source_image_key "
+        "unique (dataset, config, split, image_column, row_index)"
+    )
 
 
-def _rebuild_sqlite_scenes(engine: Engine, metadata: sa.MetaData, old_columns: set[str]) -> None:
+def _rebuild_sqlite_scenes(conn: Connection, metadata: sa.MetaData, old_columns: set[str]) -> None:
     """SQLite cannot drop a table constraint: build the new table, copy the rows, drop the old one."""
     table = metadata.tables["scenes"]
     copied = [c.name for c in table.columns if c.name in old_columns]
-    with engine.begin() as conn:
-        conn.exec_driver_sql("alter table scenes rename to scenes_before_v2")
-        for index in table.indexes:
-            conn.exec_driver_sql(f"drop index if exists {index.name}")
-        table.create(conn)
-        conn.exec_driver_sql(
-            f"insert into scenes ({', '.join(copied)}, image_column) "
-            f"select {', '.join(copied)}, "
-            f"coalesce((select json_extract(j.params, '$.image_column') from jobs j where j.id = s.job_id), 'image') "
-            f"from scenes_before_v2 s"
-        )
-        conn.exec_driver_sql("drop table scenes_before_v2")
+    conn.exec_driver_sql("alter table scenes rename to scenes_before_v2")
+    for index in table.indexes:
+        conn.exec_driver_sql(f"drop index if exists {index.name}")
+    table.create(conn)
+    conn.exec_driver_sql(
+        f"insert into scenes ({', '.join(copied)}, image_column) "
+        f"select {', '.join(copied)}, "
+        f"coalesce((select json_extract(j.params, '$.image_column') from jobs j where j.id = s.job_id), 'image') "
+        f"from scenes_before_v2 s"
+    )
+    conn.exec_driver_sql("drop table scenes_before_v2")

@@ -26,7 +26,7 @@ from hf_ingest.jobstore.model import (
     predecessors,
     utcnow,
 )
-from hf_ingest.jobstore.schema import migrate
+from hf_ingest.jobstore.schema import create_schema
 
 metadata = sa.MetaData()
 _json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
@@ -123,8 +123,7 @@ class SqlJobStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine, checkfirst=True)
-        migrate(engine, metadata)
+        create_schema(engine, metadata)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         # SQLite has one writer at a time and makes the others poll (sleeping up to 100 ms a try);
         # batches written from several threads queue on this lock instead and go as soon as it is free.

@@ -11,8 +11,9 @@ idempotent command (`make up` runs it; run it again after changing any of it).
 5. (HF_INGEST_ZOMBIE_SECONDS, 3 heartbeats by default: how long a run may stay silent before the
    zombie automation crashes it)
 6. the global concurrency limits `hf-ingest-database-writes` (DATABASE_WRITE_CONCURRENCY, 8) and
-   `hf-ingest-object-writes` (OBJECT_WRITE_CONCURRENCY, 16): batches writing at once across all
-   workers, so twenty workers do not flatten a Supabase instance or an R2 bucket;
+   `hf-ingest-object-writes` (OBJECT_WRITE_CONCURRENCY, 16): a batch of a deployment run holds a slot
+   of each while it writes its objects and scenes, so the smaller bounds the batches writing at once
+   across all workers, and twenty workers do not flatten a Supabase instance or an R2 bucket;
 7. the zombie automation, scoped to these deployments (deployments/automations.py).
 """
 

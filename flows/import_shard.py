@@ -27,6 +27,7 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.settings import get_settings
+from deployments.prefect_setup import SHARD_DEPLOYMENT
 from flows.import_tasks import ProgressReporter, ingest_stream, no_secrets_in_errors, open_source, run_log
 from hf_ingest import runtime
 from hf_ingest.jobstore import Shard, ShardStatus
@@ -37,7 +38,6 @@ from hf_ingest.shards import aggregate_counts, plan_shards
 from hf_ingest.source import DatasetRequest, DatasetStream
 from hf_ingest.transient import PermanentIngestError
 
-SHARD_DEPLOYMENT = "hf-ingest-shard/default"
 
 
 class ShardFailed(PermanentIngestError):

@@ -88,19 +88,19 @@ def ingest_rows(rows: list[ImageRow], source: SceneSource, reader: ImageReader, 
     return outcome
 
 
-WRITE_LIMITS = {"objects": "hf-ingest-object-writes", "rows": "hf-ingest-database-writes"}
-
-
 def _write_gate(shared_writes: bool) -> Any:
-    """Deployment runs hold a slot of Prefect's global concurrency limit while they write (`hf-ingest
-    setup-prefect` creates the limits); an in-process `hf-ingest run` has nothing to share them with."""
+    """Deployment runs hold a slot of each of Prefect's global write limits while a batch writes its objects
+    and scenes (`hf-ingest setup-prefect` creates them); an in-process `hf-ingest run` has nothing to share
+    them with."""
     from contextlib import nullcontext
 
     from prefect.concurrency.sync import concurrency
 
+    from deployments.prefect_setup import WRITE_LIMITS
+
     if not shared_writes:
-        return lambda _: nullcontext()
-    return lambda what: concurrency(WRITE_LIMITS[what], occupy=1, strict=False, raise_on_lease_renewal_failure=False)
+        return nullcontext
+    return lambda: concurrency(list(WRITE_LIMITS), occupy=1, strict=False, raise_on_lease_renewal_failure=False)
 
 
 def ingest_stream(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import raw
-from bench.run import wait_until_quiet
+from bench.measure import wait_until_quiet
 from deployments.stack import Stack
 from flows.import_dataset import hf_ingest
 from hf_ingest import runtime

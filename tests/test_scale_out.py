@@ -31,8 +31,8 @@ from tests.fault_proxy import free_port
 from tests.hub_server import HubServer
 from tests.seaweed_server import SeaweedServer
 from tests.test_jobstore_sql import _fresh_database
+from tests.test_trigger_e2e import _stack_command
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 SECRET = "scale-out-secret-0123456789"
 FILES, ROWS_PER_FILE = 8, 300
 
@@ -72,11 +72,6 @@ class TwoWorkers:
         return None
 
 
-def _stack(env: dict[str, str], action: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deployments.stack", action], cwd=CHECKOUT, env=env,
-                          capture_output=True, text=True, timeout=400)
-
-
 @pytest.fixture(scope="module")
 def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer) -> Iterator[TwoWorkers]:
     state = Path(tempfile.mkdtemp(prefix="hf-ingest-scale-", dir="/tmp"))
@@ -98,10 +93,10 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
         "RECONCILE_INTERVAL_SECONDS": "2",
         "HF_INGEST_ZOMBIE_SECONDS": "45",  # 1.5 heartbeats: a dead run is crashed sooner (default: 3)
     }
-    up = _stack(env, "up")
+    up = _stack_command(env, "up")
     if up.returncode != 0:
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (state / "logs").glob("*.log"))
-        _stack(env, "down")
+        _stack_command(env, "down")
         pytest.fail(f"stack did not come up: {up.stdout}\n{up.stderr}\n{logs}")
     api_url = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
     home = Path(tempfile.mkdtemp(prefix="hf-ingest-worker2-", dir="/tmp"))  # its own working folder
@@ -121,7 +116,7 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
         )
     finally:
         _kill_tree(second.pid)
-        _stack(env, "down")
+        _stack_command(env, "down")
 
 
 def _kill_tree(pid: int) -> list[int]:

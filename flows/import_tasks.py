@@ -88,6 +88,9 @@ def ingest_rows(rows: list[ImageRow], source: SceneSource, reader: ImageReader, 
     return outcome
 
 
+WRITE_LEASE_SECONDS = 60
+
+
 def _write_gate(shared_writes: bool) -> Any:
     """Deployment runs hold a slot of each of Prefect's global write limits while a batch writes its objects
     and scenes (`hf-ingest setup-prefect` creates them); an in-process `hf-ingest run` has nothing to share
@@ -100,7 +103,9 @@ def _write_gate(shared_writes: bool) -> Any:
 
     if not shared_writes:
         return nullcontext
-    return lambda: concurrency(list(WRITE_LIMITS), occupy=1, strict=False, raise_on_lease_renewal_failure=False)
+    # The shortest lease Prefect allows: a killed worker's slots come back within a minute, not five.
+    return lambda: concurrency(list(WRITE_LIMITS), occupy=1, strict=False, lease_duration=WRITE_LEASE_SECONDS,
+                               raise_on_lease_renewal_failure=False)
 
 
 def ingest_stream(

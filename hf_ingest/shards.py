@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import Counter
 
 from hf_ingest.jobstore import Shard
 
@@ -38,8 +39,6 @@ def plan_shards(job_id: uuid.UUID, rows: int, count: int) -> list[Shard]:
 
 def aggregate_counts(shards: list[Shard]) -> dict[str, object]:
     """The job's `progress` from its shards' counts, with shards done/total."""
-    from collections import Counter
-
     totals: Counter[str] = Counter()
     invalid: Counter[str] = Counter()
     revision = None

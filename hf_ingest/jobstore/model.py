@@ -172,3 +172,19 @@ class Shard:
 
     def describe(self) -> str:
         return f"shard {self.shard} (rows {self.first_row}-{self.end_row - 1})"
+
+    def row(self) -> dict[str, Any]:
+        """The shard as a `job_shards` row (without updated_at)."""
+        return {"job_id": self.job_id, "shard": self.shard, "first_row": self.first_row, "end_row": self.end_row,
+                "status": self.status.value, "checkpoint": self.checkpoint, "counts": self.counts,
+                "attempts": self.attempts}
+
+
+def shard_changes(
+    status: ShardStatus | None, checkpoint: int | None, counts: dict[str, Any] | None, flow_run_id: str | None,
+    error: str | None,
+) -> dict[str, Any]:
+    """The `job_shards` columns an `update_shard` call sets: those it was given."""
+    given = {"status": status.value if status else None, "checkpoint": checkpoint, "counts": counts,
+             "flow_run_id": flow_run_id, "error": error}
+    return {name: value for name, value in given.items() if value is not None}

@@ -24,6 +24,7 @@ from hf_ingest.jobstore.model import (
     ShardStatus,
     latest_per_key,
     predecessors,
+    shard_changes,
     utcnow,
 )
 from hf_ingest.jobstore.schema import create_schema
@@ -267,12 +268,7 @@ class SqlJobStore:
         if not shards:
             return []
         now = utcnow()
-        values = [
-            {"job_id": s.job_id, "shard": s.shard, "first_row": s.first_row, "end_row": s.end_row,
-             "status": s.status.value, "checkpoint": s.checkpoint, "counts": s.counts, "attempts": s.attempts,
-             "updated_at": now}
-            for s in shards
-        ]
+        values = [{**s.row(), "updated_at": now} for s in shards]
         statement = self._insert(job_shards).on_conflict_do_nothing(index_elements=["job_id", "shard"])
         with self._writing() as conn:
             conn.execute(statement, values)
@@ -295,11 +291,7 @@ class SqlJobStore:
         error: str | None = None,
         attempt: bool = False,
     ) -> None:
-        values: dict[str, Any] = {"updated_at": utcnow()}
-        for name, value in (("status", status.value if status else None), ("checkpoint", checkpoint),
-                            ("counts", counts), ("flow_run_id", flow_run_id), ("error", error)):
-            if value is not None:
-                values[name] = value
+        values: dict[str, Any] = {**shard_changes(status, checkpoint, counts, flow_run_id, error), "updated_at": utcnow()}
         if attempt:
             values["attempts"] = job_shards.c.attempts + 1
         statement = (

@@ -25,6 +25,7 @@ from hf_ingest.jobstore.model import (
     ShardStatus,
     latest_per_key,
     predecessors,
+    shard_changes,
     utcnow,
 )
 from hf_ingest.transient import PermanentIngestError
@@ -205,12 +206,7 @@ class SupabaseJobStore:
         if not shards:
             return []
         now = utcnow().isoformat()
-        rows = [
-            {"job_id": str(s.job_id), "shard": s.shard, "first_row": s.first_row, "end_row": s.end_row,
-             "status": s.status.value, "checkpoint": s.checkpoint, "counts": s.counts, "attempts": s.attempts,
-             "updated_at": now}
-            for s in shards
-        ]
+        rows = [{**s.row(), "job_id": str(s.job_id), "updated_at": now} for s in shards]
         _call(
             lambda: self.client.table("job_shards")
             .upsert(rows, on_conflict="job_id,shard", ignore_duplicates=True, returning="minimal")
@@ -236,11 +232,9 @@ class SupabaseJobStore:
         error: str | None = None,
         attempt: bool = False,
     ) -> None:
-        values: dict[str, Any] = {"updated_at": utcnow().isoformat()}
-        for name, value in (("status", status.value if status else None), ("checkpoint", checkpoint),
-                            ("counts", counts), ("flow_run_id", flow_run_id), ("error", error)):
-            if value is not None:
-                values[name] = value
+        values: dict[str, Any] = {
+            **shard_changes(status, checkpoint, counts, flow_run_id, error), "updated_at": utcnow().isoformat()
+        }
         if attempt:  # one writer per shard (the parent run): a read, then the write
             current = next((s for s in self.list_shards(job_id) if s.shard == shard), None)
             values["attempts"] = (current.attempts if current else 0) + 1

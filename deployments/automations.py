@@ -1,9 +1,11 @@
 """The zombie-run automation: a flow run whose heartbeats stop is marked Crashed by the server.
 
 Runs emit `prefect.flow-run.heartbeat` every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (the
-deployments set 30). If, after a run starts or beats, neither a heartbeat nor a final state follows
-within HF_INGEST_ZOMBIE_SECONDS (three intervals by default), the process is gone (SIGKILL, OOM, a lost machine): the server sets the run Crashed, and the
-reconciler then fails its job with "crashed: ...". It matches only runs of this project's
+deployments set 30). If, after a worker takes a run (Pending), the run starts or it beats, neither
+Running, a heartbeat nor a final state follows within HF_INGEST_ZOMBIE_SECONDS (three intervals by
+default), the process or its worker is gone (SIGKILL, OOM, a lost machine): the server sets the run
+Crashed, and the reconciler then fails its job with "crashed: ..." (or the parent run starts a crashed
+shard again). It matches only runs of this project's
 deployments (their ids, as related resources of the events), never other flows of the workspace:
 on a shared server or Prefect Cloud, other teams' runs are left alone. Registered by
 `hf-ingest setup-prefect` (which `make up` runs); idempotent.
@@ -24,18 +26,21 @@ NAME = "hf-ingest: crash zombie flow runs"
 
 
 def zombie_automation(silence_seconds: int, deployment_ids: Sequence[str]) -> Automation:
-    """Crash a run of these deployments that sends no heartbeat (nor a final state) for `silence_seconds`."""
+    """Crash a run of these deployments that stays Pending, or sends no heartbeat (nor a final state), for
+    `silence_seconds`."""
     if not deployment_ids:
         raise ValueError("the zombie automation needs the ids of the deployments it watches")
     return Automation(
         name=NAME,
         description="Marks hf-ingest flow runs Crashed when their heartbeats stop (the process died).",
         trigger=EventTrigger(
-            # armed by a heartbeat, or by the run starting: a process killed before its first heartbeat
-            # would otherwise stay Running for ever
-            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
+            # armed by a heartbeat, by the run starting (a process killed before its first heartbeat would
+            # otherwise stay Running for ever) and by a worker taking the run (Pending): a worker killed while
+            # its runs' processes start leaves them Pending for ever, holding the queue's concurrency slots
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running", "prefect.flow-run.Pending"},
             expect={
                 "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Running",
                 "prefect.flow-run.Completed",
                 "prefect.flow-run.Failed",
                 "prefect.flow-run.Cancelled",

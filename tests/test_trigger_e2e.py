@@ -387,12 +387,15 @@ def _kill_worker_and_its_runs(state: Path) -> list[int]:
     return [p.pid for p in victims]
 
 
-def _silent_run_of_another_team(live_stack: LiveStack) -> str:
+def _another_teams_deployment(live_stack: LiveStack) -> dict[str, Any]:
+    flow = _prefect(live_stack, "POST", "/flows/", json={"name": f"another-team-{uuid.uuid4().hex[:6]}"})
+    return _prefect(live_stack, "POST", "/deployments/", json={"name": "theirs", "flow_id": flow["id"]})
+
+
+def _silent_run_of_another_team(live_stack: LiveStack, theirs: dict[str, Any]) -> str:
     """A Running flow run of another flow's deployment, whose one heartbeat is followed by silence."""
     from datetime import timezone
 
-    flow = _prefect(live_stack, "POST", "/flows/", json={"name": f"another-team-{uuid.uuid4().hex[:6]}"})
-    theirs = _prefect(live_stack, "POST", "/deployments/", json={"name": "theirs", "flow_id": flow["id"]})
     run = _prefect(live_stack, "POST", f"/deployments/{theirs['id']}/create_flow_run",
                    json={"state": {"type": "RUNNING", "name": "Running"}})
     _prefect(live_stack, "POST", "/events", json=[{
@@ -405,10 +408,24 @@ def _silent_run_of_another_team(live_stack: LiveStack) -> str:
     return str(run["id"])
 
 
+def _taken_by_a_dead_worker(live_stack: LiveStack, deployment_id: str, parameters: dict[str, Any]) -> str:
+    """A run of this deployment that a worker took (Pending, as a worker sets it) and never started."""
+    run = _prefect(live_stack, "POST", f"/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
+    _prefect(live_stack, "POST", f"/flow_runs/{run['id']}/set_state",
+             json={"state": {"type": "PENDING", "name": "Pending"}})
+    return str(run["id"])
+
+
 def test_a_killed_worker_fails_the_job_as_crashed_and_a_rerun_completes(live_stack: LiveStack) -> None:
-    """The zombie automation crashes our run whose heartbeats stopped (and only ours: another team's
-    silent run on the same server is left alone); the reconciler fails the job; a retry completes it."""
-    theirs = _silent_run_of_another_team(live_stack)
+    """The zombie automation crashes our run whose heartbeats stopped, and our run a worker took but died
+    before starting (and only ours: another team's silent or pending run on the same server is left alone);
+    the reconciler fails the job; a retry completes it."""
+    their_deployment = _another_teams_deployment(live_stack)
+    theirs = _silent_run_of_another_team(live_stack, their_deployment)
+    their_pending = _taken_by_a_dead_worker(live_stack, their_deployment["id"], {})
+    shard_deployment = _prefect(live_stack, "GET", "/deployments/name/hf-ingest-shard/default")["id"]
+    never_started = _taken_by_a_dead_worker(live_stack, shard_deployment, {
+        "job_id": str(uuid.uuid4()), "shard": 0, "dataset": "sample", "revision": "main"})
     with live_stack.client() as client:
         body = client.post("/process-huggingface", json={"dataset": "huge"}).json()
         deadline = time.monotonic() + 60
@@ -429,6 +446,9 @@ def test_a_killed_worker_fails_the_job_as_crashed_and_a_rerun_completes(live_sta
         assert job["error"].startswith("crashed:"), job["error"]
         assert bound <= 180, f"job failed only {bound:.0f}s after the worker died"
         assert _prefect(live_stack, "GET", f"/flow_runs/{theirs}")["state"]["type"] == "RUNNING"  # not ours
+        assert _prefect(live_stack, "GET", f"/flow_runs/{their_pending}")["state"]["type"] == "PENDING"
+        never = _prefect(live_stack, "GET", f"/flow_runs/{never_started}")["state"]
+        assert never["type"] == "CRASHED", never  # it no longer holds a slot of the shards queue
 
         up = _stack_command(live_stack.env, "up")  # bring the worker back; the rest is reused
         assert up.returncode == 0, up.stderr

@@ -139,11 +139,18 @@ async def import_in_shards(
             if shard.status is not ShardStatus.COMPLETED]
     summing = asyncio.create_task(_sum_shards(job_id, reporter))
     try:
-        await asyncio.gather(*runs)
+        # a shard out of attempts does not stop the others: when the job says failed, nothing of it is still
+        # running, and every other shard is finished (a retry runs only what failed)
+        outcomes = await asyncio.gather(*runs, return_exceptions=True)
     finally:
         summing.cancel()
     progress = _progress_of(await asyncio.to_thread(store.list_shards, job_id))
     reporter.report_now(progress)
+    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    if len(failures) > 1 and isinstance(failures[0], ShardFailed):
+        raise ShardFailed(f"{failures[0]} (and {len(failures) - 1} more shards failed)"[:2000]) from failures[0]
+    if failures:
+        raise failures[0]
     return progress
 
 

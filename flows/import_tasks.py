@@ -139,13 +139,26 @@ def ingest_stream(
         progress.next_row = last_row
         reporter.maybe_report(progress)
 
-    with SyncClientContext.get_or_create():  # task threads copy this context, client included
-        for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
-            in_flight.append(
-                (ingest_rows.submit(quote(rows), source, reader, shared_writes), len(rows), rows[-1].row_index)
-            )
-            if len(in_flight) >= settings.max_in_flight_batches:
+    def finish_in_flight() -> None:
+        """The stream failed: the batches already read still finish and count, so the checkpoint keeps them."""
+        while in_flight:
+            try:
                 count_oldest()
+            except Exception:  # noqa: BLE001 - counted as failed; the stream's own error is the one raised
+                continue
+        reporter.report_now(progress)
+
+    with SyncClientContext.get_or_create():  # task threads copy this context, client included
+        try:
+            for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
+                in_flight.append(
+                    (ingest_rows.submit(quote(rows), source, reader, shared_writes), len(rows), rows[-1].row_index)
+                )
+                if len(in_flight) >= settings.max_in_flight_batches:
+                    count_oldest()
+        except Exception:
+            finish_in_flight()
+            raise
         while in_flight:
             count_oldest()
     progress.next_row = stream.end_row if stream.end_row is not None else progress.next_row

@@ -32,6 +32,10 @@ class RowSource(Protocol):
         """Arrow chunks of the split's rows (only the needed columns), from the current position on."""
         ...
 
+    def position(self) -> str:
+        """Where reading is, for an error message: the data file and its row, where the format tells."""
+        ...
+
 
 class ParquetRows:
     """The rows of parquet data files, in order, read `iter_batches` at a time with bounded memory."""
@@ -56,6 +60,11 @@ class ParquetRows:
                 self.file_index, self.row_in_file = index, row
                 return
             row -= count
+
+    def position(self) -> str:
+        if self.file_index >= len(self.files):
+            return "the end of the data files"
+        return f"{self.files[self.file_index]}, row {self.row_in_file} of that file"
 
     def chunks(self) -> Iterator[pa.Table]:
         while self.file_index < len(self.files):
@@ -164,6 +173,9 @@ class DatasetsRows:
     def __init__(self, iterable: Any, columns: list[str]) -> None:
         self.iterable = iterable.select_columns(columns).with_format("arrow")
         self.state: dict[str, Any] | None = None
+
+    def position(self) -> str:
+        return "the split's data files"  # `datasets` does not say which file its stream is in
 
     def chunks(self) -> Iterator[pa.Table]:
         if self.state is not None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from hf_ingest.backoff import backoff_delay
 from hf_ingest.dataset_files import DatasetFiles, FileRef, HubDatasetFiles, LocalDatasetFiles
 from hf_ingest.images import InvalidImage
@@ -142,7 +144,16 @@ class DatasetStream:
         size = 0
         limits = [n for n in (self.request.limit, self.end_row) if n is not None]
         limit = min(limits) if limits else None
-        for table in self._chunks_resumed():
+        chunks = self._chunks_resumed()
+        while True:
+            try:
+                table = next(chunks, None)
+            except Exception:
+                if batch:  # the rows read before the failure are still imported (and checkpointed)
+                    yield batch
+                raise
+            if table is None:
+                break
             if limit is not None and row_index + table.num_rows > limit:
                 table = table.slice(0, max(0, limit - row_index))
             images = table.column(self.slot.column).to_pylist()
@@ -183,7 +194,7 @@ class DatasetStream:
                 return
             except Exception as exc:
                 if not is_transient(exc):
-                    raise _permanent(exc, self.request, self.hf_token) from exc
+                    raise _permanent(exc, self.request, self.hf_token, position=self.rows.position()) from exc
                 failures += 1
                 if failures >= STREAM_READ_ATTEMPTS:
                     raise
@@ -195,8 +206,11 @@ class DatasetStream:
                 self.sleep(delay)
 
 
-def _permanent(exc: Exception, request: DatasetRequest, token: str | None, opening: bool = False) -> Exception:
-    """A refusal from the Hub as a message naming the dataset; while opening, any other error too."""
+def _permanent(
+    exc: Exception, request: DatasetRequest, token: str | None, opening: bool = False, position: str | None = None
+) -> Exception:
+    """A refusal from the Hub as a message naming the dataset; while opening, any other error too; while
+    reading, an error of the data itself (a corrupt parquet page) naming the file and row it is at."""
     from hf_ingest.hub import describe_refusal
 
     refusal = describe_refusal(exc, request.dataset, request.revision, token)
@@ -207,6 +221,9 @@ def _permanent(exc: Exception, request: DatasetRequest, token: str | None, openi
             f"cannot open {request.dataset!r} (config {request.config or 'default'!r}, split {request.split!r}): "
             f"{type(exc).__name__}: {str(exc)[:500]}"
         )
+    if position is not None and isinstance(exc, (OSError, pa.ArrowException)):
+        detail = " ".join(str(exc).split())[:500]
+        return PermanentIngestError(f"cannot read {request.dataset!r} at {position}: {type(exc).__name__}: {detail}")
     return exc
 
 

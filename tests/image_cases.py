@@ -6,6 +6,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -28,6 +29,14 @@ def png_claiming(width: int, height: int) -> bytes:
     ihdr[4:12] = struct.pack(">II", width, height)
     crc = struct.pack(">I", zlib.crc32(bytes(ihdr)) & 0xFFFFFFFF)
     return raw[:ihdr_start] + bytes(ihdr) + crc + raw[ihdr_start + 4 + 13 + 4 :]
+
+
+def corrupt_first_data_page(parquet_file: Path) -> None:
+    """Garble the first page header of a parquet file (its footer intact, so the rows are still counted and
+    planned): reading its first row group fails, as a damaged file on the Hub would."""
+    data = bytearray(parquet_file.read_bytes())
+    data[4:68] = b"\xff" * 64  # just after the leading "PAR1"
+    parquet_file.write_bytes(bytes(data))
 
 
 def sixteen_bit_png() -> bytes:

@@ -19,7 +19,7 @@ from hf_ingest import runtime
 from hf_ingest.hub_formats import write_imagefolder, write_parquet_dataset
 from hf_ingest.jobstore import JobStatus
 from hf_ingest.storage import object_key
-from tests.image_cases import cases, expected_invalid, valid_cases
+from tests.image_cases import cases, corrupt_first_data_page, expected_invalid, valid_cases
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -168,6 +168,25 @@ def test_unknown_image_column_and_missing_dataset_fail_fast(isolated_settings: P
     state = asyncio.run(hf_ingest(dataset=str(isolated_settings / "nowhere"), job_id=missing, return_state=True))
     job = runtime.job_store().get_job(missing)
     assert job and job.status is JobStatus.FAILED and "is neither a local dataset folder nor a Hub dataset id" in (job.error or "")
+
+
+def test_a_corrupt_data_file_fails_the_job_naming_it_and_keeps_the_rows_read_before(isolated_settings: Path) -> None:
+    """A damaged parquet file (footer intact) is not a bad image to skip: the job fails with the file and row
+    it stopped at, and every row of the files before it is stored and counted (a retry resumes after them)."""
+    from hf_ingest.hub_formats import encode_image
+
+    rows = [{"image": encode_image((20 + i % 7, 20), "PNG", color=(i, 0, 0)), "i": i} for i in range(90)]
+    dataset = write_parquet_dataset(isolated_settings / "damaged", rows, shards=3)
+    damaged = sorted(dataset.rglob("*.parquet"))[2]
+    corrupt_first_data_page(damaged)
+    job_id = uuid.uuid4()
+    state = asyncio.run(hf_ingest(dataset=str(dataset), job_id=job_id, return_state=True))
+    assert state.is_failed()
+    job = runtime.job_store().get_job(job_id)
+    assert job and job.status is JobStatus.FAILED
+    assert f"at {damaged}, row 0 of that file: OSError: Couldn't deserialize thrift" in (job.error or ""), job.error
+    assert job.progress["stored"] == job.progress["rows_seen"] == 60
+    assert [s["row_index"] for s in _scene_rows(job_id)] == list(range(60))
 
 
 def test_a_run_without_job_id_creates_its_own_job(isolated_settings: Path) -> None:

@@ -29,6 +29,7 @@ from hf_ingest.hub_formats import encode_image, write_parquet_dataset
 from hf_ingest.jobstore.sql import SqlJobStore
 from tests.fault_proxy import free_port
 from tests.hub_server import HubServer
+from tests.image_cases import corrupt_first_data_page
 from tests.seaweed_server import SeaweedServer
 from tests.test_jobstore_sql import _fresh_database
 from tests.test_trigger_e2e import _stack_command
@@ -134,14 +135,21 @@ def _kill_tree(pid: int) -> list[int]:
     return [p.pid for p in victims]
 
 
-def _publish(hub: HubServer, tmp: Path, name: str, rows_per_file: int = ROWS_PER_FILE) -> tuple[str, set[str], int]:
-    """A multi-file parquet repo with a few broken images; returns its id, the valid images' hashes, rows."""
+def _publish(
+    hub: HubServer, tmp: Path, name: str, rows_per_file: int = ROWS_PER_FILE, damaged_file: int | None = None
+) -> tuple[str, set[str], int]:
+    """A multi-file parquet repo with a few broken images (and, if asked, one damaged data file); returns its
+    id, the hashes of the valid images that can be read, and the rows."""
     rows = []
     for i in range(FILES * rows_per_file):
         data = encode_image((40 + i % 31, 30 + i % 17), "JPEG", color=(i % 256, (i // 256) % 256, 99))
         rows.append({"image": b"broken" if i % 97 == 5 else data, "i": i})
     repo = f"scale/{name}-{uuid.uuid4().hex[:6]}"
-    hub.publish(repo, write_parquet_dataset(tmp / name, rows, shards=FILES))
+    folder = write_parquet_dataset(tmp / name, rows, shards=FILES)
+    if damaged_file is not None:
+        corrupt_first_data_page(sorted(folder.rglob("*.parquet"))[damaged_file])
+        rows = [r for n, r in enumerate(rows) if n // rows_per_file != damaged_file]
+    hub.publish(repo, folder)
     valid = {hashlib.sha256(r["image"]).hexdigest() for r in rows if r["image"] != b"broken"}
     return repo, valid, len(rows)
 
@@ -241,3 +249,23 @@ def test_cancel_stops_the_children_and_prefects_retry_resumes_as_the_successor(
     assert count == distinct == len(valid) and shas == valid
     resumed = {s.shard: s for s in two_workers.store.list_shards(uuid.UUID(successor))}
     assert finished_before and all(resumed[n].attempts == 0 for n in finished_before)  # not run again
+
+
+@pytest.mark.timeout(400)
+def test_a_shard_out_of_attempts_fails_the_job_naming_it_after_the_others_finish(
+    two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
+) -> None:
+    """One data file is damaged: its shard fails every one of its SHARD_ATTEMPTS child runs, and the job fails
+    naming the shard, its rows and the file; the other shards finish first, every one of their images stored."""
+    repo, valid, rows = _publish(hub_server, tmp_path, "damaged", damaged_file=5)
+    body = two_workers.post({"dataset": repo})
+    job = two_workers.wait_for(body["job_id"], {"completed", "failed"}, timeout=300)
+    assert job["status"] == "failed", job
+    first = 5 * ROWS_PER_FILE
+    assert f"ShardFailed: shard 5 (rows {first}-{first + ROWS_PER_FILE - 1}) failed after 3 attempts:" in job["error"]
+    assert "train-00005-of-00008.parquet, row 0 of that file" in job["error"], job["error"]
+    shards = two_workers.store.list_shards(uuid.UUID(body["job_id"]))
+    assert [(s.shard, s.status.value, s.attempts) for s in shards if s.status.value != "completed"] == [(5, "failed", 3)]
+    assert job["progress"]["shards_done"] == FILES - 1 and job["progress"]["shards_total"] == FILES
+    count, distinct, shas = _scene_rows(two_workers, repo)
+    assert count == distinct == len(valid) and shas == valid  # nothing of the other shards lost

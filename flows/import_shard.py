@@ -168,7 +168,7 @@ async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], at
             timeout=0,
         )
         await asyncio.to_thread(store.update_shard, job_id, shard.shard, flow_run_id=str(child.id), attempt=True)
-        finished = await wait_for_flow_run(child.id, timeout=7 * 24 * 3600, poll_interval=2, log_states=False)
+        finished = await wait_for_flow_run(child.id, timeout=7 * 24 * 3600, log_states=False)  # events, not polls
         if finished.state is not None and finished.state.is_completed():
             await asyncio.to_thread(store.update_shard, job_id, shard.shard, status=ShardStatus.COMPLETED)
             return

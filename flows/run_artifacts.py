@@ -13,8 +13,9 @@ import re
 import time
 import uuid
 
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactUpdate
 from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_flow_run
 
@@ -58,6 +59,9 @@ class ProgressArtifact:
         self.total = stream.rows_to_read
         self.last = 0.0
         self.id: uuid.UUID | None = None
+        # one client for every update: `update_progress_artifact` builds a new one (with its TLS context, tens of
+        # milliseconds of CPU) at each call, and the updates come from worker threads with no client of their own
+        self.client = get_client(sync_client=True)
         try:
             self.id = create_progress_artifact(  # type: ignore[call-arg]
                 _sync=True,
@@ -81,7 +85,7 @@ class ProgressArtifact:
             return
         self.last = time.monotonic()
         try:
-            update_progress_artifact(self.id, progress=round(percent, 1), _sync=True)  # type: ignore[call-arg]
+            self.client.update_artifact(artifact_id=self.id, artifact=ArtifactUpdate(data=round(percent, 1)))
         except Exception as exc:  # noqa: BLE001
             logger.warning("progress artifact not updated: %s", type(exc).__name__)
 

@@ -32,7 +32,8 @@ def zombie_automation(silence_seconds: int, deployment_ids: Sequence[str]) -> Au
         raise ValueError("the zombie automation needs the ids of the deployments it watches")
     return Automation(
         name=NAME,
-        description="Marks hf-ingest flow runs Crashed when their heartbeats stop (the process died).",
+        description="Marks hf-ingest flow runs Crashed when their heartbeats stop or they never start (the process "
+        "or its worker died).",
         trigger=EventTrigger(
             # armed by a heartbeat, by the run starting (a process killed before its first heartbeat would
             # otherwise stay Running for ever) and by a worker taking the run (Pending): a worker killed while
@@ -61,7 +62,8 @@ def zombie_automation(silence_seconds: int, deployment_ids: Sequence[str]) -> Au
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
-                message=f"no heartbeat for {silence_seconds} s: the flow run process died",
+                message=f"no heartbeat for {silence_seconds} s (or taken by a worker and never started): "
+                "the flow run process or its worker died",
             )
         ],
     )

@@ -449,6 +449,7 @@ def test_a_killed_worker_fails_the_job_as_crashed_and_a_rerun_completes(live_sta
         assert _prefect(live_stack, "GET", f"/flow_runs/{their_pending}")["state"]["type"] == "PENDING"
         never = _prefect(live_stack, "GET", f"/flow_runs/{never_started}")["state"]
         assert never["type"] == "CRASHED", never  # it no longer holds a slot of the shards queue
+        assert "never started" in never["message"] and job["error"].startswith("crashed: no heartbeat for 45 s")
 
         up = _stack_command(live_stack.env, "up")  # bring the worker back; the rest is reused
         assert up.returncode == 0, up.stderr

@@ -144,34 +144,34 @@ class DatasetStream:
         size = 0
         limits = [n for n in (self.request.limit, self.end_row) if n is not None]
         limit = min(limits) if limits else None
-        chunks = self._chunks_resumed()
-        while True:
-            try:
-                table = next(chunks, None)
-            except Exception:
-                if batch:  # the rows read before the failure are still imported (and checkpointed)
-                    yield batch
-                raise
-            if table is None:
-                break
-            if limit is not None and row_index + table.num_rows > limit:
-                table = table.slice(0, max(0, limit - row_index))
-            images = table.column(self.slot.column).to_pylist()
-            columns = {name: table.column(name).to_pylist() for name in self.metadata.columns}
-            for offset, value in enumerate(images):
-                metadata = self.metadata.row({name: values[offset] for name, values in columns.items()})
-                for column, image in self.slot.images(value):
-                    row = self._image_row(row_index, column, image, metadata)
+        try:
+            for table in self._chunks_resumed():
+                if limit is not None and row_index + table.num_rows > limit:
+                    table = table.slice(0, max(0, limit - row_index))
+                for row in self._image_rows(table, row_index):
                     batch.append(row)
                     size += min(row.size, self.max_image_bytes)
                     if len(batch) >= batch_size or size >= max_bytes:
                         yield batch
                         batch, size = [], 0
-                row_index += 1
-            if limit is not None and row_index >= limit:
-                break
+                row_index += table.num_rows
+                if limit is not None and row_index >= limit:
+                    break
+        except Exception:
+            if batch:  # the rows read before the failure are still imported (and checkpointed)
+                yield batch
+            raise
         if batch:
             yield batch
+
+    def _image_rows(self, table: Any, first_row: int) -> Iterator[ImageRow]:
+        """The images of an Arrow chunk whose first row is the split's `first_row`, each with its row's metadata."""
+        images = table.column(self.slot.column).to_pylist()
+        columns = {name: table.column(name).to_pylist() for name in self.metadata.columns}
+        for offset, value in enumerate(images):
+            metadata = self.metadata.row({name: values[offset] for name, values in columns.items()})
+            for column, image in self.slot.images(value):
+                yield self._image_row(first_row + offset, column, image, metadata)
 
     def _image_row(self, row_index: int, column: str, image: Any, metadata: dict[str, Any]) -> ImageRow:
         image = image or {}

@@ -166,7 +166,9 @@ def _refuse_olah_lfs_lookalikes(folder: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Serve each folder given as the Hub dataset `local/<folder name>` until interrupted."""
+    """Serve each folder given as the Hub dataset `local/<folder name>` until interrupted (Ctrl-C or SIGTERM:
+    both stop the olah servers too; SIGTERM would otherwise end Python without its `finally` and leave them)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = HubServer().start()
     try:
         for folder in map(Path, argv):

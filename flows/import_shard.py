@@ -135,7 +135,8 @@ async def import_in_shards(
              done=sum(1 for s in shards if s.status is ShardStatus.COMPLETED))
     params = {"dataset": request.dataset, "revision": stream.revision or request.revision, "config": request.config,
               "split": request.split, "image_column": request.image_column, "limit": request.limit}
-    runs = [_run_shard(job_id, shard, params, settings.shard_attempts) for shard in shards
+    name = run_name(request.dataset, request.split, stream.revision)  # as the parent is named (a folder: no "@main")
+    runs = [_run_shard(job_id, shard, params, name, settings.shard_attempts) for shard in shards
             if shard.status is not ShardStatus.COMPLETED]
     summing = asyncio.create_task(_sum_shards(job_id, reporter))
     try:
@@ -154,7 +155,7 @@ async def import_in_shards(
     return progress
 
 
-async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], attempts: int) -> None:
+async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], name: str, attempts: int) -> None:
     """One shard's child runs: started again while it fails, up to `attempts` in all."""
     store = runtime.job_store()
     error = "not started"
@@ -162,7 +163,7 @@ async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], at
         child = await arun_deployment(
             SHARD_DEPLOYMENT,
             parameters={**{k: v for k, v in params.items() if v is not None}, "job_id": str(job_id), "shard": shard.shard},
-            flow_run_name=f"{run_name(params['dataset'], params['split'], params['revision'])} #{shard.shard}",
+            flow_run_name=f"{name} #{shard.shard}",
             tags=[*run_tags(params["dataset"], "shard"), f"job:{job_id}"],
             idempotency_key=f"hf-ingest-{job_id}-shard-{shard.shard}-attempt-{attempt}",
             timeout=0,

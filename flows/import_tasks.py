@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -20,8 +21,10 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.utilities.annotations import quote
 
 from blocks.settings import get_settings
+from deployments.prefect_setup import WRITE_LIMITS
 from flows.retries import TRANSIENT_RETRIES
 from flows.run_artifacts import ProgressArtifact
+from flows.write_slots import WriteSlots
 from hf_ingest import runtime
 from hf_ingest.logs import StageLogger, scrub_secrets
 from hf_ingest.pipeline import BatchOutcome, ImageReader, IngestProgress, SceneSource, ingest_batch
@@ -88,24 +91,14 @@ def ingest_rows(rows: list[ImageRow], source: SceneSource, reader: ImageReader, 
     return outcome
 
 
-WRITE_LEASE_SECONDS = 60
-
-
 def _write_gate(shared_writes: bool) -> Any:
     """Deployment runs hold a slot of each of Prefect's global write limits while a batch writes its objects
     and scenes (`hf-ingest setup-prefect` creates them); an in-process `hf-ingest run` has nothing to share
     them with."""
-    from contextlib import nullcontext
+    return _WRITE_SLOTS.held if shared_writes else nullcontext
 
-    from prefect.concurrency.sync import concurrency
 
-    from deployments.prefect_setup import WRITE_LIMITS
-
-    if not shared_writes:
-        return nullcontext
-    # The shortest lease Prefect allows: a killed worker's slots come back within a minute, not five.
-    return lambda: concurrency(list(WRITE_LIMITS), occupy=1, strict=False, lease_duration=WRITE_LEASE_SECONDS,
-                               raise_on_lease_renewal_failure=False)
+_WRITE_SLOTS = WriteSlots(list(WRITE_LIMITS))  # one per process: its renewal thread serves every batch
 
 
 def ingest_stream(

@@ -45,9 +45,9 @@ class Settings(BaseSettings):
     max_in_flight_batches: int = Field(default=3, gt=0, le=64)
     store_concurrency: int = Field(default=128, gt=0, le=1024)  # uploads in flight per process (S3/R2)
     s3_client: Literal["obstore", "s3fs"] = "obstore"  # the S3 upload engine (see hf_ingest/storage.py)
-    shard_rows: int = Field(default=50_000, gt=0)  # a deployment run of more rows fans out into shards of this
+    shard_rows: int = Field(default=50_000, gt=0)  # the least a shard holds: a deployment run of 2x this is sharded
     shard_bytes: int = Field(default=512 * 2**20, gt=0)  # ...or of this much parquet data, whichever cuts more
-    max_shards: int = Field(default=64, gt=0, le=1000)  # ...and at most this many child runs per import
+    max_shards: int = Field(default=64, gt=0, le=1000)  # ...one per slot that can run it, at most this many
     shard_attempts: int = Field(default=3, gt=0, le=20)  # a shard's child runs before the import fails
     progress_interval_seconds: float = Field(default=2.0, ge=0)
     reconcile_interval_seconds: float = Field(default=15.0, ge=0)  # 0: the trigger runs no reconciler

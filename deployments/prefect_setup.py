@@ -70,6 +70,21 @@ def _number(env: dict[str, str], variable: str) -> int:
     return int(env.get(variable, DEFAULTS[variable]))
 
 
+async def shard_slots() -> int:
+    """How many shard runs can run at once across the pool: the `shards` queue's concurrency limit, as
+    `setup-prefect` set it; SHARD_CONCURRENCY if the queue has none or Prefect cannot say."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        async with get_client() as client:
+            queue = await client.read_work_queue_by_name("shards", work_pool_name=WORK_POOL)
+        if queue.concurrency_limit:
+            return int(queue.concurrency_limit)
+    except Exception:  # noqa: BLE001 - planning goes on with the configured value
+        pass
+    return _number(dict(os.environ), "SHARD_CONCURRENCY")
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("HF_INGEST_HOME", str(CHECKOUT))

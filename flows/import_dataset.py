@@ -33,6 +33,7 @@ from prefect.runtime import flow_run as current_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks.settings import get_settings
+from deployments.prefect_setup import shard_slots
 from flows.import_shard import import_in_shards
 from flows.import_tasks import (
     BATCH_TASK_OPTIONS,
@@ -118,8 +119,8 @@ async def hf_ingest(
             await label_run(request, stream.revision)
             artifact = await asyncio.to_thread(ProgressArtifact, stream)
             reporter = ProgressReporter(_job_progress(job_id), settings.progress_interval_seconds, log, artifact)
-            shards = planned_shards(stream)
-            if shards > 1:  # large: child runs of `hf-ingest-shard` on the pool's workers, one per piece
+            shards = await planned_shards(stream)
+            if shards > 1:  # large: this process and child runs of `hf-ingest-shard` on the pool's workers
                 progress = await import_in_shards(job_id, request, stream, reporter, shards)
             else:  # the common case: the whole split in this process, no added latency
                 source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
@@ -139,14 +140,17 @@ async def hf_ingest(
         return {"job_id": str(job_id), **final_counts}
 
 
-def planned_shards(stream: DatasetStream) -> int:
+async def planned_shards(stream: DatasetStream) -> int:
     """How many shards this run cuts the import into: 1 (all of it here) unless it is large, parquet, and
-    a deployment run, whose pool has workers for the children (`hf-ingest run` stays one process)."""
+    a deployment run, whose pool has workers for the children (`hf-ingest run` stays one process); then
+    one for this process and one per slot of the `shards` queue, so they all run at once."""
     settings = get_settings()
     rows = stream.rows_to_read
     if not stream.shardable or rows is None or current_deployment.id is None:
         return 1
-    return shard_count(rows, stream.bytes_to_read, settings.shard_rows, settings.shard_bytes, settings.max_shards)
+    slots = 1 + await shard_slots()
+    return shard_count(rows, stream.bytes_to_read, settings.shard_rows, settings.shard_bytes, settings.max_shards,
+                       slots)
 
 
 def _job_progress(job_id: uuid.UUID) -> Callable[[IngestProgress], None]:

@@ -2,15 +2,18 @@
 child run per shard on the same work pool, so every worker of the pool, on any machine, shares one import.
 
 The story, top to bottom:
-  1. the parent plans the shards (row ranges of the split, from the parquet footers) and records them
-     in `job_shards`; a resumed job keeps the shards it already finished;
+  1. the parent plans the shards (row ranges of the split, from the parquet footers; one for itself and
+     one per slot of the `shards` queue) and records them in `job_shards`; a resumed job keeps the
+     shards it already finished;
   2. it starts a child run of the deployment `hf-ingest-shard/default` (work queue `shards`) for each
-     unfinished shard, and waits for them with Prefect's own `wait_for_flow_run`;
-  3. each child opens the dataset at the parent's commit, reads its rows from its checkpoint on, runs
-     the same `ingest-batch` tasks, and keeps its row in `job_shards` up to date (counts, checkpoint);
+     unfinished shard but the first, and waits for them with Prefect's own `wait_for_flow_run`;
+  3. the first it imports itself, in its own process, which has the dataset open and would otherwise
+     only wait (a child run costs ~2 s before its first batch); each child opens the dataset at the
+     parent's commit; both read the shard's rows from its checkpoint on, run the same `ingest-batch`
+     tasks, and keep its row in `job_shards` up to date (counts, checkpoint);
   4. meanwhile the parent sums the shards into `jobs.progress` (one writer per job) and the progress
-     artifact; a child that fails or crashes is started again, and only a shard out of attempts
-     (SHARD_ATTEMPTS) fails the job, naming the shard.
+     artifact; a shard that fails (here or in a child) or whose child crashes is started again as a
+     child run, and only a shard out of attempts (SHARD_ATTEMPTS) fails the job, naming the shard.
 Cancelling the parent cancels its children (Prefect cancels the subflow runs of a cancelled run).
 """
 
@@ -75,31 +78,36 @@ async def hf_ingest_shard(
 ) -> dict[str, Any]:
     """Import one shard of a job's split (the rows `job_shards` gives it), from its checkpoint on."""
     with no_secrets_in_errors:
-        settings = get_settings()
-        install_secret_filter(settings.secret_values())
+        install_secret_filter(get_settings().secret_values())
         store = runtime.job_store()
         record = next((s for s in await asyncio.to_thread(store.list_shards, job_id) if s.shard == shard), None)
         if record is None:
             raise PermanentIngestError(f"job {job_id} has no shard {shard}")
         if record.status is ShardStatus.COMPLETED:
             return record.counts
-        await asyncio.to_thread(store.update_shard, job_id, shard, status=ShardStatus.RUNNING,
-                                flow_run_id=str(current_flow_run.id))
         request = DatasetRequest(dataset, config, split, revision, image_column, limit)
-        stream = (await asyncio.to_thread(open_source, request)).rows_between(
-            record.first_row + record.checkpoint, record.end_row
-        )
-        progress = IngestProgress(revision=stream.revision, next_row=stream.first_row)
-        _restore_counts(progress, record.counts)
-        reporter = ProgressReporter(_shard_progress(job_id, record), settings.progress_interval_seconds, run_log())
-        source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
-        reader = ImageReader.for_stream(stream, settings.max_image_pixels)
-        with runtime.long_lived_objects_frozen():
-            await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress)
-        counts = progress.as_dict()
-        await asyncio.to_thread(store.update_shard, job_id, shard, status=ShardStatus.COMPLETED, counts=counts,
-                                checkpoint=record.rows)
-        return counts
+        return await import_shard_rows(job_id, record, await asyncio.to_thread(open_source, request))
+
+
+async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStream) -> dict[str, Any]:
+    """A shard's rows of the opened `split`, from its checkpoint on, in this process (a child run, or the
+    parent's own shard); its `job_shards` row says how far it got."""
+    settings = get_settings()
+    store = runtime.job_store()
+    await asyncio.to_thread(store.update_shard, job_id, record.shard, status=ShardStatus.RUNNING,
+                            flow_run_id=str(current_flow_run.id))
+    stream = split.rows_between(record.first_row + record.checkpoint, record.end_row)
+    progress = IngestProgress(revision=stream.revision, next_row=stream.first_row)
+    _restore_counts(progress, record.counts)
+    reporter = ProgressReporter(_shard_progress(job_id, record), settings.progress_interval_seconds, run_log())
+    source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
+    reader = ImageReader.for_stream(stream, settings.max_image_pixels)
+    with runtime.long_lived_objects_frozen():
+        await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress)
+    counts = progress.as_dict()
+    await asyncio.to_thread(store.update_shard, job_id, record.shard, status=ShardStatus.COMPLETED, counts=counts,
+                            checkpoint=record.rows)
+    return counts
 
 
 def _shard_progress(job_id: uuid.UUID, record: Shard) -> Any:
@@ -121,7 +129,8 @@ def _restore_counts(progress: IngestProgress, counts: dict[str, Any]) -> None:
 async def import_in_shards(
     job_id: uuid.UUID, request: DatasetRequest, stream: DatasetStream, reporter: ProgressReporter, count: int
 ) -> IngestProgress:
-    """The parent's part: plan `count` shards, start a child run per unfinished one, wait, sum the counts."""
+    """The parent's part: plan `count` shards, start a child run per unfinished one but the first, import
+    that one here, wait for the others, sum the counts."""
     settings = get_settings()
     store = runtime.job_store()
     log = run_log()
@@ -136,8 +145,9 @@ async def import_in_shards(
     params = {"dataset": request.dataset, "revision": stream.revision or request.revision, "config": request.config,
               "split": request.split, "image_column": request.image_column, "limit": request.limit}
     name = run_name(request.dataset, request.split, stream.revision)  # as the parent is named (a folder: no "@main")
-    runs = [_run_shard(job_id, shard, params, name, settings.shard_attempts) for shard in shards
-            if shard.status is not ShardStatus.COMPLETED]
+    unfinished = [shard for shard in shards if shard.status is not ShardStatus.COMPLETED]
+    runs = [_run_shard(job_id, shard, params, name, settings.shard_attempts, here=stream if n == 0 else None)
+            for n, shard in enumerate(unfinished)]
     summing = asyncio.create_task(_sum_shards(job_id, reporter))
     try:
         # a shard out of attempts does not stop the others: when the job says failed, nothing of it is still
@@ -155,11 +165,24 @@ async def import_in_shards(
     return progress
 
 
-async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], name: str, attempts: int) -> None:
-    """One shard's child runs: started again while it fails, up to `attempts` in all."""
+async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], name: str, attempts: int,
+                     here: DatasetStream | None = None) -> None:
+    """One shard's attempts, up to `attempts` in all: the first in this process if `here` (the opened split)
+    is given, the others (or all) as child runs, started again while they fail."""
     store = runtime.job_store()
     error = "not started"
-    for attempt in range(shard.attempts, shard.attempts + attempts):
+    first = shard.attempts
+    if here is not None:
+        await asyncio.to_thread(store.update_shard, job_id, shard.shard, attempt=True)
+        try:
+            await import_shard_rows(job_id, shard, here)
+            return
+        except Exception as exc:  # noqa: BLE001 - the shard goes on in a child run, from its checkpoint
+            error = redact(f"{type(exc).__name__}: {exc}", get_settings().secret_values())
+            run_log().warning("plan", "shard did not complete here; starting it as a child run", shard=shard.shard,
+                              error=error[:500])
+            first += 1
+    for attempt in range(first, shard.attempts + attempts):
         child = await arun_deployment(
             SHARD_DEPLOYMENT,
             parameters={**{k: v for k, v in params.items() if v is not None}, "job_id": str(job_id), "shard": shard.shard},

@@ -3,10 +3,13 @@
 A shard is a row range [first_row, end_row) of the split as the stream reads it (files in order,
 rows in order), so a row keeps its identity (`row_index`) however the import is cut. The rows come
 from the parquet footers (read once when the dataset is opened), never from reading the data twice.
-A shard holds at most about SHARD_ROWS rows and SHARD_BYTES of data (large photos are worth
-sharing out long before their row count is), and there are never more than MAX_SHARDS of them:
-tens of child runs for a large import, not thousands (the Prefect server struggles past a few
-thousand runs at once).
+
+How many: one per process that can work on the import at once (the parent's own and the `shards`
+queue's slots), so every shard starts at once and none waits for a slot to free: each shard costs a
+run's start-up (~2 s here), and a second round of shards would pay it again while a slot idles. Fewer
+when the split is too small to give every shard SHARD_ROWS rows or SHARD_BYTES of data (large photos
+are worth sharing out long before their row count is), and never more than MAX_SHARDS: tens of child
+runs for an import, not thousands (the Prefect server struggles past a few thousand runs at once).
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from collections import Counter
 from hf_ingest.jobstore import Shard
 
 
-def shard_count(rows: int, data_bytes: int, shard_rows: int, shard_bytes: int, max_shards: int) -> int:
-    """How many shards an import of `rows` rows and about `data_bytes` bytes is cut into (1: not sharded)."""
-    wanted = max(math.ceil(rows / shard_rows), math.ceil(data_bytes / shard_bytes))
-    return max(1, min(max_shards, rows, wanted))
+def shard_count(rows: int, data_bytes: int, shard_rows: int, shard_bytes: int, max_shards: int, slots: int) -> int:
+    """How many shards an import of `rows` rows and about `data_bytes` bytes is cut into (1: not sharded),
+    with `slots` processes to run them at once."""
+    worth = max(rows // shard_rows, data_bytes // shard_bytes)  # shards of at least SHARD_ROWS or SHARD_BYTES
+    return max(1, min(max_shards, rows, slots, worth))
 
 
 def plan_shards(job_id: uuid.UUID, rows: int, count: int) -> list[Shard]:

@@ -2,7 +2,8 @@
 PostgreSQL, as two machines would; and a worker killed (SIGKILL, with its flow-run processes) mid-import.
 
 The dataset is a Hub id served by the tests' Hub server: a multi-file parquet repo cut into shards
-(SHARD_ROWS is small here), each shard a child run of `hf-ingest-shard/default` on the `shards` queue.
+(SHARD_ROWS is small here): one per process that can run one at once, the parent run's own and the
+`shards` queue's SHARD_CONCURRENCY slots, each but the parent's a child run of `hf-ingest-shard/default`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from tests.test_trigger_e2e import _stack_command
 
 SECRET = "scale-out-secret-0123456789"
 FILES, ROWS_PER_FILE = 8, 300
+SHARD_CONCURRENCY = 4
+SHARDS = 1 + SHARD_CONCURRENCY  # the parent's own shard and one child run per slot of the shards queue
 
 
 @dataclass
@@ -89,7 +92,7 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
         "WEBHOOK_SECRET": SECRET,
         "DATABASE_URL": database_url,
         "SHARD_ROWS": str(ROWS_PER_FILE),
-        "SHARD_CONCURRENCY": "4",
+        "SHARD_CONCURRENCY": str(SHARD_CONCURRENCY),
         "BATCH_SIZE": "64",
         "RECONCILE_INTERVAL_SECONDS": "2",
         "HF_INGEST_ZOMBIE_SECONDS": "45",  # 1.5 heartbeats: a dead run is crashed sooner (default: 3)
@@ -137,20 +140,21 @@ def _kill_tree(pid: int) -> list[int]:
 
 def _publish(
     hub: HubServer, tmp: Path, name: str, rows_per_file: int = ROWS_PER_FILE, damaged_file: int | None = None
-) -> tuple[str, set[str], int]:
+) -> tuple[str, dict[int, str], int]:
     """A multi-file parquet repo with a few broken images (and, if asked, one damaged data file); returns its
-    id, the hashes of the valid images that can be read, and the rows."""
+    id, the hash of each valid image that can be read by its row, and the rows."""
     rows = []
     for i in range(FILES * rows_per_file):
         data = encode_image((40 + i % 31, 30 + i % 17), "JPEG", color=(i % 256, (i // 256) % 256, 99))
         rows.append({"image": b"broken" if i % 97 == 5 else data, "i": i})
     repo = f"scale/{name}-{uuid.uuid4().hex[:6]}"
     folder = write_parquet_dataset(tmp / name, rows, shards=FILES)
+    readable = range(len(rows))
     if damaged_file is not None:
         corrupt_first_data_page(sorted(folder.rglob("*.parquet"))[damaged_file])
-        rows = [r for n, r in enumerate(rows) if n // rows_per_file != damaged_file]
+        readable = [n for n in readable if n // rows_per_file != damaged_file]
     hub.publish(repo, folder)
-    valid = {hashlib.sha256(r["image"]).hexdigest() for r in rows if r["image"] != b"broken"}
+    valid = {n: hashlib.sha256(rows[n]["image"]).hexdigest() for n in readable if rows[n]["image"] != b"broken"}
     return repo, valid, len(rows)
 
 
@@ -171,7 +175,8 @@ def test_a_worker_killed_mid_import_leaves_the_job_to_the_other_one(
     its child runs are crashed by the zombie automation (no heartbeat for 45 s here), the parent starts those
     shards again, the other worker runs them from their checkpoints, and the job completes with exactly one
     scene per valid image."""
-    repo, valid, rows = _publish(hub_server, tmp_path, "killed", rows_per_file=600)
+    repo, by_row, rows = _publish(hub_server, tmp_path, "killed", rows_per_file=600)
+    valid = set(by_row.values())
     body = two_workers.post({"dataset": repo})
     parent_worker = None
     deadline = time.monotonic() + 120
@@ -199,7 +204,7 @@ def test_a_worker_killed_mid_import_leaves_the_job_to_the_other_one(
     assert any(s.attempts > 1 for s in shards)  # the killed worker's shards ran again
     survivors = {two_workers.worker_of(s.flow_run_id) for s in shards if s.flow_run_id}
     assert parent_worker in survivors  # it ran the killed worker's shards again (the victim had shards too: above)
-    assert job["progress"]["shards_done"] == job["progress"]["shards_total"] == rows // ROWS_PER_FILE
+    assert job["progress"]["shards_done"] == job["progress"]["shards_total"] == SHARDS
     assert job["progress"]["rows_seen"] >= rows and job["progress"]["invalid_total"] == rows - len(valid)
 
 
@@ -211,13 +216,16 @@ def test_cancel_stops_the_children_and_prefects_retry_resumes_as_the_successor(
     does it) resumes the import as the job's successor: the shards finished before are not run again."""
     from hf_ingest.resume import successor_id
 
-    repo, valid, rows = _publish(hub_server, tmp_path, "resumed", rows_per_file=600)
+    repo, by_row, rows = _publish(hub_server, tmp_path, "resumed", rows_per_file=600)
+    valid = set(by_row.values())
     body = two_workers.post({"dataset": repo})
     job_id = uuid.UUID(body["job_id"])
     deadline = time.monotonic() + 120
     while not any(s.status.value == "completed" for s in two_workers.store.list_shards(job_id)):
         assert time.monotonic() < deadline
         time.sleep(0.3)
+    first = two_workers.store.list_shards(job_id)[0]
+    assert first.flow_run_id == body["flow_run_id"] and first.attempts == 1  # the parent imports shard 0 itself
     cancelled = httpx.post(f"{two_workers.trigger}/jobs/{job_id}/cancel", headers={"Authorization": f"Bearer {SECRET}"})
     assert cancelled.status_code == 202, cancelled.text
     assert two_workers.wait_for(str(job_id), {"cancelled"}, timeout=60)["status"] == "cancelled"
@@ -255,17 +263,24 @@ def test_cancel_stops_the_children_and_prefects_retry_resumes_as_the_successor(
 def test_a_shard_out_of_attempts_fails_the_job_naming_it_after_the_others_finish(
     two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
 ) -> None:
-    """One data file is damaged: its shard fails every one of its SHARD_ATTEMPTS child runs, and the job fails
-    naming the shard, its rows and the file; the other shards finish first, every one of their images stored."""
-    repo, valid, rows = _publish(hub_server, tmp_path, "damaged", damaged_file=5)
+    """The first data file is damaged: its shard (the parent's own) fails in the parent's process, then in each
+    of the child runs it gets for its other SHARD_ATTEMPTS, and the job fails naming the shard, its rows and
+    the file; the other shards finish first, every one of their images stored."""
+    repo, by_row, rows = _publish(hub_server, tmp_path, "damaged", damaged_file=0)
     body = two_workers.post({"dataset": repo})
     job = two_workers.wait_for(body["job_id"], {"completed", "failed"}, timeout=300)
     assert job["status"] == "failed", job
-    first = 5 * ROWS_PER_FILE
-    assert f"ShardFailed: shard 5 (rows {first}-{first + ROWS_PER_FILE - 1}) failed after 3 attempts:" in job["error"]
-    assert "train-00005-of-00008.parquet, row 0 of that file" in job["error"], job["error"]
     shards = two_workers.store.list_shards(uuid.UUID(body["job_id"]))
-    assert [(s.shard, s.status.value, s.attempts) for s in shards if s.status.value != "completed"] == [(5, "failed", 3)]
-    assert job["progress"]["shards_done"] == FILES - 1 and job["progress"]["shards_total"] == FILES
+    assert len(shards) == SHARDS
+    broken = shards[0]
+    assert f"ShardFailed: shard 0 (rows 0-{broken.end_row - 1}) failed after 3 attempts:" in job["error"], job["error"]
+    assert "train-00000-of-00008.parquet, row 0 of that file" in job["error"], job["error"]
+    assert [(s.shard, s.status.value, s.attempts) for s in shards if s.status.value != "completed"] == [(0, "failed", 3)]
+    parent_logs = httpx.post(f"{two_workers.api_url}/logs/filter",
+                             json={"logs": {"flow_run_id": {"any_": [body["flow_run_id"]]}}}).json()
+    assert any("shard did not complete here; starting it as a child run" in e["message"] for e in parent_logs)
+    assert broken.flow_run_id != body["flow_run_id"]  # its last attempt was a child run
+    assert job["progress"]["shards_done"] == SHARDS - 1 and job["progress"]["shards_total"] == SHARDS
     count, distinct, shas = _scene_rows(two_workers, repo)
-    assert count == distinct == len(valid) and shas == valid  # nothing of the other shards lost
+    stored = {sha for row, sha in by_row.items() if row >= broken.end_row}  # the damaged file ends the shard's reads
+    assert count == distinct == len(stored) and shas == stored  # nothing of the other shards lost

@@ -3,6 +3,7 @@ summing their counts, and resuming a job as its successor with its finished shar
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,29 +20,40 @@ from hf_ingest.shards import aggregate_counts, plan_shards, shard_count
 from tests.test_jobstore_sql import _fresh_database
 
 
-@pytest.mark.parametrize(("rows", "expected"), [
-    (0, [(0, 0)]), (10, [(0, 10)]), (1000, [(0, 1000)]), (1001, [(0, 501), (501, 1001)]),
-    (4000, [(0, 1000), (1000, 2000), (2000, 3000), (3000, 4000)]),
+@pytest.mark.parametrize(("rows", "count", "expected"), [
+    (0, 1, [(0, 0)]), (10, 1, [(0, 10)]), (1001, 2, [(0, 501), (501, 1001)]),
+    (4000, 4, [(0, 1000), (1000, 2000), (2000, 3000), (3000, 4000)]),
 ])
-def test_shards_are_contiguous_row_ranges_covering_every_row_once(rows: int, expected: list[tuple[int, int]]) -> None:
-    shards = plan_shards(uuid.uuid4(), rows, shard_count(rows, 0, shard_rows=1000, shard_bytes=2**30, max_shards=64))
+def test_shards_are_contiguous_row_ranges_covering_every_row_once(
+    rows: int, count: int, expected: list[tuple[int, int]]
+) -> None:
+    shards = plan_shards(uuid.uuid4(), rows, count)
     assert [(s.first_row, s.end_row) for s in shards] == expected
     assert [s.shard for s in shards] == list(range(len(shards)))
 
 
-def test_never_more_shards_than_the_maximum() -> None:
-    shards = plan_shards(uuid.uuid4(), 10_000_000, shard_count(10_000_000, 0, 1000, 2**30, max_shards=50))
-    assert len(shards) == 50 and shards[-1].end_row == 10_000_000
+@pytest.mark.parametrize(("rows", "slots", "expected"), [
+    (4_000, 8, 4),  # every shard holds at least SHARD_ROWS: 4, though 8 could run at once
+    (4_000, 3, 3),  # one per slot, so every shard starts at once (no second round paying the start-up again)
+    (1_999, 8, 1),  # not two shards' worth: one process
+    (10_000_000, 100, 50),  # never more than MAX_SHARDS
+])
+def test_one_shard_per_slot_each_of_at_least_shard_rows(rows: int, slots: int, expected: int) -> None:
+    count = shard_count(rows, 0, shard_rows=1000, shard_bytes=2**30, max_shards=50, slots=slots)
+    assert count == expected
+    shards = plan_shards(uuid.uuid4(), rows, count)
+    assert len(shards) == expected and shards[-1].end_row == rows
     assert all(b.first_row == a.end_row for a, b in zip(shards, shards[1:]))
 
 
-@pytest.mark.parametrize(("rows", "data_bytes", "expected"), [
-    (2_000, 400 * 2**20, 7),  # 2,000 photos of 200 KB: cut by their bytes (64 MiB a shard), not their rows
-    (2_000, 1 * 2**20, 1),  # small images: the rows decide
-    (3, 10 * 2**30, 3),  # never more shards than rows
+@pytest.mark.parametrize(("rows", "data_bytes", "slots", "expected"), [
+    (2_000, 400 * 2**20, 8, 6),  # 2,000 photos of 200 KB: cut by their bytes (at least 64 MiB a shard), not rows
+    (2_000, 400 * 2**20, 4, 4),  # ...one per slot
+    (2_000, 1 * 2**20, 8, 1),  # small images: the rows decide
+    (3, 10 * 2**30, 8, 3),  # never more shards than rows
 ])
-def test_large_images_are_sharded_by_their_bytes(rows: int, data_bytes: int, expected: int) -> None:
-    count = shard_count(rows, data_bytes, shard_rows=50_000, shard_bytes=64 * 2**20, max_shards=64)
+def test_large_images_are_sharded_by_their_bytes(rows: int, data_bytes: int, slots: int, expected: int) -> None:
+    count = shard_count(rows, data_bytes, shard_rows=50_000, shard_bytes=64 * 2**20, max_shards=64, slots=slots)
     assert count == expected
     shards = plan_shards(uuid.uuid4(), rows, count)
     assert len(shards) == expected and shards[-1].end_row == rows
@@ -168,7 +180,7 @@ def test_hf_ingest_run_outside_a_deployment_never_shards(three_files: Path, monk
     monkeypatch.setenv("SHARD_ROWS", "10")
     get_settings.cache_clear()
     try:
-        assert planned_shards(open_dataset(DatasetRequest(str(three_files)))) == 1
+        assert asyncio.run(planned_shards(open_dataset(DatasetRequest(str(three_files))))) == 1
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()

@@ -92,12 +92,22 @@ def ensure_photos(root: Path, name: str, count: int) -> Path:
 
 
 def ensure_mixed_photos(root: Path, name: str, count: int, files: int = 1) -> Path:
-    """`count` distinct photos of ~0.3-2 MB (five camera sizes, in turn) in one parquet file (or `files`)."""
+    """`count` distinct photos of ~0.3-2 MB (five camera sizes, in turn) in one parquet file (or `files`,
+    written one at a time: a binary column of all of them passes 2 GB, which one Arrow array cannot hold)."""
     encodes = [e for size in ((900, 600), (1200, 800), (1600, 1100), (2000, 1300), (2400, 1600))
                for e in _photo_encodes(size, count=2)]
-    return _write_once(root / name, lambda folder: write_parquet_dataset(
-        folder, [{"image": distinct(encodes[i % len(encodes)], i), "i": i} for i in range(count)], shards=files
-    ))
+
+    def write(folder: Path) -> None:
+        for part in range(files):
+            rows = [{"image": distinct(encodes[i % len(encodes)], i), "i": i}
+                    for i in range(count * part // files, count * (part + 1) // files)]
+            written = write_parquet_dataset(folder / f"part-{part}", rows)
+            target = folder / "data" / f"train-{part:05d}-of-{files:05d}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (written / "data" / "train-00000-of-00001.parquet").rename(target)
+            shutil.rmtree(written)
+
+    return _write_once(root / name, write)
 
 
 def ensure_imagefolder(root: Path, name: str, count: int) -> Path:

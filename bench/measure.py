@@ -22,7 +22,25 @@ from deployments.stack import CHECKOUT, Stack, running_pids
 
 BIN = Path(sys.executable).parent
 DATA = CHECKOUT / ".data" / "bench"
+SCRATCH = CHECKOUT / ".data" / "bench-scratch"
 SECRET = "bench-webhook-secret"
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A folder for one run's database and objects, kept until the bench ends (`remove_scratch`).
+
+    Deleting a run's 200,000 files right after it slowed the runs that came next: this machine's ext4 has
+    no journal, and allocating an inode then skips every inode freed in the last 60 s (300 s while its
+    inode table block is dirty), reading its block each time (the kernel's `recently_deleted()`): the same
+    raw import's system time rose from 16 s to 51 s over runs that each followed a deletion (measured with
+    perf: `find_inode_bit`, `recently_deleted`, `find_get_block_common`)."""
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
+
+
+def remove_scratch() -> None:
+    """The runs' folders, once nothing is measured any more."""
+    shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
 class PeakRss:
@@ -82,11 +100,13 @@ def measure_group(argvs: list[list[str]], env: dict[str, str], settle: Callable[
 
 def run_import(
     kind: str, dataset: Path | str, base_env: dict[str, str], settle: Callable[[], None], storage: str | None = None,
-    database: str | None = None, parts: int = 1, rows: int = 0,
+    database: str | None = None, parts: int = 1, rows: int = 0, keep: bool = True,
 ) -> dict[str, Any]:
     """One import of `kind` (raw, flow, naive, floor) into a fresh store and database (SQLite unless
-    `database` is given); a raw import in `parts` processes at once, each over its part of the `rows`."""
-    scratch = Path(tempfile.mkdtemp(prefix="hf-ingest-bench-"))
+    `database` is given); a raw import in `parts` processes at once, each over its part of the `rows`.
+    Its folder is kept until the bench ends (`scratch_dir`), unless `keep` is false: a run of a few
+    thousand large photos costs the next runs nothing measurable to delete, and gigabytes to keep."""
+    scratch = scratch_dir("run-")
     env = {**base_env, "DATABASE_URL": database or f"sqlite:///{scratch / 'db.sqlite'}"}
     env["STORAGE_URL"] = storage or str(scratch / "objects")
     argv = {
@@ -101,7 +121,8 @@ def run_import(
     try:
         result = measure_group(argvs, env, settle)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
     stdouts = result.pop("stdouts")
     result["stdout"] = stdouts[0]
     if kind == "flow":

@@ -20,8 +20,8 @@ import httpx
 import psutil
 
 from bench.datasets import ensure, ensure_imagefolder, ensure_mixed_photos, ensure_photos
-from bench.measure import BIN, DATA, SECRET, measure_group, run_import, wait_until_quiet, with_rates
-from bench.scale import scale_report, scale_rows
+from bench.measure import BIN, DATA, SCRATCH, SECRET, measure_group, remove_scratch, run_import, wait_until_quiet, with_rates
+from bench.scale import LARGE, PHOTOS, SMALL, scale_report, scale_rows
 from deployments.stack import CHECKOUT, Stack, down, up
 
 
@@ -179,9 +179,20 @@ def main() -> int:
         "small-20000": ensure(DATA, "small-20000", 20_000),
         "mixed-2000": ensure_mixed_photos(DATA, "mixed-2000", 2_000),
         "small-50000": ensure(DATA, "small-50000", 50_000),
-        "small-200000x8": ensure(DATA, "small-200000x8", 200_000, files=8, first=10**6),  # no image of the others
-        "mixed-2000x8": ensure_mixed_photos(DATA, "mixed-2000x8", 2_000, files=8),
+        SMALL: ensure(DATA, SMALL, 200_000, files=8, first=10**6),  # no image of the others
+        LARGE: ensure(DATA, LARGE, 1_000_000, files=16, first=2 * 10**6),
+        PHOTOS: ensure_mixed_photos(DATA, PHOTOS, 6_000, files=8),
     }
+    if SCRATCH.exists():  # a bench that was stopped left its runs' folders
+        print(f"removing {SCRATCH} left by an earlier bench (the first runs may be slowed by it: see bench/measure.py)")
+        remove_scratch()
+    try:
+        return measure_all(datasets, small_n)
+    finally:
+        remove_scratch()
+
+
+def measure_all(datasets: dict[str, Path], small_n: int) -> int:
     os.environ.update(
         HF_INGEST_STATE_DIR=str(CHECKOUT / ".data" / "bench-stack"),
         PREFECT_PORT=os.environ.get("BENCH_PREFECT_PORT", "4310"),

@@ -14,17 +14,14 @@ from hf_ingest.fast_exit import exit_after_cleanup  # first, as in the CLI
 import asyncio
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from bench import raw
-from bench.measure import wait_until_quiet
+from bench.measure import scratch_dir, wait_until_quiet
 from deployments.stack import Stack
 from flows.import_dataset import hf_ingest
 from hf_ingest import runtime
@@ -38,17 +35,14 @@ def run_flow(dataset: str) -> dict[str, float]:
 def timed(work: Callable[[str], dict[str, float]], dataset: str, settle: Callable[[], None]) -> dict[str, float]:
     """One run on its own database and object store, started on a quiet stack with no dirty pages;
     `work` returns images and bytes (the raw loop its own seconds too, replaced by the same clock as the flow's)."""
-    scratch = Path(tempfile.mkdtemp(prefix="hf-ingest-bench-warm-"))
+    scratch = scratch_dir("warm-")  # kept until the bench ends: deleting it would slow the next run
     os.environ.update(DATABASE_URL=f"sqlite:///{scratch / 'db.sqlite'}", STORAGE_URL=str(scratch / "objects"))
     runtime.reset()
-    try:
-        os.sync()
-        settle()
-        started = time.perf_counter()
-        result = work(dataset)
-        return {**result, "seconds": time.perf_counter() - started}
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    os.sync()
+    settle()
+    started = time.perf_counter()
+    result = work(dataset)
+    return {**result, "seconds": time.perf_counter() - started}
 
 
 def main(dataset: str, warmup_dataset: str, repeat: int) -> dict[str, Any]:

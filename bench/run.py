@@ -305,7 +305,8 @@ def report(
         "client_cpu_ms_per_object_obstore": client_cpu_ms(r["flow_s3_20k"], r["flow_local_20k"]),
         "client_cpu_ms_per_object_s3fs": client_cpu_ms(r["flow_s3fs_20k"], r["flow_local_20k"]),
         "server_cpu_ms_per_put": 1000 * r["flow_s3_20k"]["server_cpu_seconds"] / r["flow_s3_20k"]["images"],
-        "rss_big_vs_5k": r["flow_small"]["peak_rss_mb"] / r["flow_5k"]["peak_rss_mb"],
+        # both fill the pipeline (MAX_IN_FLIGHT_BATCHES of BATCH_SIZE=8192 rows); 5,000 rows are less than one batch
+        "rss_big_vs_20k": r["flow_small"]["peak_rss_mb"] / r["flow_local_20k"]["peak_rss_mb"],
         "prefect_floor_s": floor,
         "trigger_to_running_p50_s": p50,
         "trigger_to_running_p95_s": p95,
@@ -313,8 +314,8 @@ def report(
     targets = [
         ("flow >= 0.9x raw limit (small, local)", figures["flow_vs_raw_small"] >= 0.9, f"{figures['flow_vs_raw_small']:.2f}x"),
         ("flow >= 5x naive per-image design", figures["flow_vs_naive"] >= 5, f"{figures['flow_vs_naive']:.1f}x"),
-        (f"peak RSS at {small_n} <= 1.15x at 5000 (one file each)", figures["rss_big_vs_5k"] <= 1.15,
-         f"{figures['rss_big_vs_5k']:.2f}x"),
+        (f"peak RSS at {small_n} <= 1.15x at 20000 (one file each)", figures["rss_big_vs_20k"] <= 1.15,
+         f"{figures['rss_big_vs_20k']:.2f}x"),
         ("peak RSS, 400 photos in one parquet file <= 800 MB", r["flow_photos"]["peak_rss_mb"] <= 800,
          f"{r['flow_photos']['peak_rss_mb']:.0f} MB"),
         ("peak RSS, the same from the Hub <= 800 MB", r["flow_photos_hub"]["peak_rss_mb"] <= 800,

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     # Data path tuning: see README "Performance".
     max_image_pixels: int = Field(default=89_478_485, gt=0)  # Pillow's own bomb threshold
     max_image_bytes: int = Field(default=100 * 2**20, gt=0)  # larger images: too_large, the rest never read
-    batch_size: int = Field(default=2048, gt=0, le=100_000)
+    batch_size: int = Field(default=8192, gt=0, le=100_000)
     batch_max_bytes: int = Field(default=64 * 2**20, gt=0)  # a batch closes at batch_size rows or this many bytes
     max_in_flight_batches: int = Field(default=3, gt=0, le=64)
     store_concurrency: int = Field(default=128, gt=0, le=1024)  # uploads in flight per process (S3/R2)

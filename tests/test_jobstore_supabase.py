@@ -106,6 +106,24 @@ def test_scene_upsert_calls_the_migration_function_once_per_batch(api: respx.Moc
     assert store.upsert_scenes([]) == SceneWrites(0, 0) and route.call_count == 1
 
 
+def test_a_large_batch_of_scenes_goes_in_calls_of_a_few_thousand_rows(
+    api: respx.MockRouter, store: SupabaseJobStore
+) -> None:
+    """A batch of small images holds up to BATCH_SIZE rows; the gateway gets them UPSERT_SCENES_PER_CALL at a time."""
+    from hf_ingest.jobstore.supabase import UPSERT_SCENES_PER_CALL
+
+    job_id = uuid.uuid4()
+    scenes = [Scene(job_id, "a/b", "default", "train", "image", i, f"images/{i}.jpg", f"https://cdn/{i}.jpg", "0" * 64,
+                    "image/jpeg", 2, 2, 10, {}) for i in range(2 * UPSERT_SCENES_PER_CALL + 5)]
+    route = api.post("/rpc/hf_ingest_upsert_scenes").mock(
+        return_value=httpx.Response(200, json=[{"inserted": 7, "updated": 1}])
+    )
+    assert store.upsert_scenes(scenes) == SceneWrites(21, 3)
+    sent = [json.loads(call.request.content)["scenes"] for call in route.calls]
+    assert [len(rows) for rows in sent] == [UPSERT_SCENES_PER_CALL, UPSERT_SCENES_PER_CALL, 5]
+    assert [r["row_index"] for rows in sent for r in rows] == list(range(len(scenes)))  # every row once, in order
+
+
 def test_count_scenes_asks_for_an_exact_count(api: respx.MockRouter, store: SupabaseJobStore) -> None:
     job_id = uuid.uuid4()
     route = api.head("/scenes").mock(return_value=httpx.Response(200, headers={"content-range": "*/42"}))

@@ -38,6 +38,7 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40001", "40P01")
 
 
 UPSERT_SCENES_FUNCTION = "hf_ingest_upsert_scenes"  # supabase/migrations/20261129000000_scenes_image_column_revision.sql
+UPSERT_SCENES_PER_CALL = 2048  # a batch of small images holds up to BATCH_SIZE (8192) rows: a few MB of JSON a call
 
 
 class SupabaseUnavailable(ConnectionError):
@@ -186,9 +187,13 @@ class SupabaseJobStore:
         payload = [
             {**scene.row(), "id": str(scene.id), "job_id": str(scene.job_id)} for scene in latest_per_key(rows)
         ]
-        response = _call(lambda: self.client.rpc(UPSERT_SCENES_FUNCTION, {"scenes": payload}).execute())
-        counts = response.data[0] if isinstance(response.data, list) else response.data
-        return SceneWrites(int(counts["inserted"]), int(counts["updated"]))
+        inserted = updated = 0
+        for first in range(0, len(payload), UPSERT_SCENES_PER_CALL):  # each call idempotent: a retry repeats it
+            chunk = payload[first:first + UPSERT_SCENES_PER_CALL]
+            response = _call(lambda chunk=chunk: self.client.rpc(UPSERT_SCENES_FUNCTION, {"scenes": chunk}).execute())
+            counts = response.data[0] if isinstance(response.data, list) else response.data
+            inserted, updated = inserted + int(counts["inserted"]), updated + int(counts["updated"])
+        return SceneWrites(inserted, updated)
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int:
         def request() -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,10 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
     finally:
         _kill_tree(second.pid)
         _stack_command(env, "down")
+        from deployments.stack import Stack
+
+        for folder in (Stack(state, 0, 0).prefect_db_dir, state, home):  # Prefect's PostgreSQL data: ~80 MB a run
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _kill_tree(pid: int) -> list[int]:

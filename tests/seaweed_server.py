@@ -46,7 +46,8 @@ class SeaweedServer:
         }]}))
         weed = Path(sys.executable).parent / "weed"
         argv = [
-            str(weed), "server", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            str(weed), f"-logdir={self.root}",  # glog's files: in /tmp, never removed, by default
+            "server", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             # small volumes, many of them: every bucket is a collection that grows its own volumes (the
             # default, 30 GB volumes with the count derived from free disk, ran out after one bucket)
             "-master.telemetry=false", "-master.volumeSizeLimitMB=256", "-volume.max=400",

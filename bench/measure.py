@@ -38,6 +38,17 @@ def scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
 
 
+def check_free_space(needed_gib: float) -> None:
+    """Stop before measuring, not 40 minutes in, when the disk cannot hold what the bench keeps: every
+    run's objects stay until the end (`scratch_dir`), and a full disk fails an import half way (a
+    bench with 52 GB free did, in its last scale round)."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(DATA).free / 2**30
+    if free < needed_gib:
+        raise SystemExit(f"the bench keeps every run's files until it ends and needs ~{needed_gib:.0f} GiB free "
+                         f"in {DATA.parent}; {free:.0f} GiB are (fewer BENCH_SCALE_ROUNDS need less)")
+
+
 def remove_scratch() -> None:
     """The runs' folders, once nothing is measured any more."""
     shutil.rmtree(SCRATCH, ignore_errors=True)

@@ -20,8 +20,10 @@ import httpx
 import psutil
 
 from bench.datasets import ensure, ensure_imagefolder, ensure_mixed_photos, ensure_photos
-from bench.measure import BIN, DATA, SCRATCH, SECRET, measure_group, remove_scratch, run_import, wait_until_quiet, with_rates
-from bench.scale import LARGE, PHOTOS, SMALL, scale_report, scale_rows
+from bench.measure import (
+    BIN, DATA, SCRATCH, SECRET, check_free_space, measure_group, remove_scratch, run_import, wait_until_quiet, with_rates,
+)
+from bench.scale import LARGE, PHOTOS, SMALL, scale_report, scale_rows, scratch_gib
 from deployments.stack import CHECKOUT, Stack, down, up
 
 
@@ -186,10 +188,14 @@ def main() -> int:
     if SCRATCH.exists():  # a bench that was stopped left its runs' folders
         print(f"removing {SCRATCH} left by an earlier bench (the first runs may be slowed by it: see bench/measure.py)")
         remove_scratch()
+    check_free_space(scratch_gib() + (0 if os.environ.get("BENCH_ONLY") == "scale" else MAIN_SCRATCH_GIB))
     try:
         return measure_all(datasets, small_n)
     finally:
         remove_scratch()
+
+
+MAIN_SCRATCH_GIB = 12  # the main table's kept runs: ~1,000,000 small files (4 KiB blocks each) and the photos
 
 
 def measure_all(datasets: dict[str, Path], small_n: int) -> int:

@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
@@ -37,9 +37,11 @@ from typing import Any
 
 import httpx
 import psutil
+import sqlalchemy as sa
 
 from bench.measure import BIN, SECRET, PeakRss, run_import, scratch_dir, wait_until_quiet, with_rates
 from deployments.stack import CHECKOUT, Stack, down, running_pids, up
+from hf_ingest.jobstore.sql import make_engine
 from tests.test_jobstore_sql import _fresh_database
 
 SHARD_BYTES = 400 * 2**20  # the photos (~4.7 GB) are cut like the small images: one shard per process
@@ -157,35 +159,61 @@ def _drop_objects(database: str, dataset: str, storage: Path) -> None:
         (storage / key).unlink(missing_ok=True)
 
 
+def _rounds() -> int:
+    return int(os.environ.get("BENCH_SCALE_ROUNDS", 3))
+
+
+def scratch_gib() -> float:
+    """What the scale rows keep on disk until the bench ends: per round 2,800,000 small images' files
+    (200,000 four times, 1,000,000 twice; a 4 KiB block each) and the round's stack database, plus one
+    import of the photos at a time (~5 GB, removed after each)."""
+    return 14 * _rounds() + 5
+
+
+def _drop_database(admin_url: str, url: str) -> None:
+    """A measured run's database (its scenes: ~0.5 GB per 1,000,000), once its figures are read."""
+    admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def scale_rows(datasets: dict[str, Path]) -> dict[str, Any]:
     """The rows of the scale table (see the module's docstring), on PostgreSQL: every pair once per round,
     on a fresh stack (its idle workers poll alike for every row)."""
     cores = psutil.cpu_count() or 1
-    rounds = int(os.environ.get("BENCH_SCALE_ROUNDS", 3))
+    rounds = _rounds()
     small, large, photos = datasets[SMALL], datasets[LARGE], datasets[PHOTOS]
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with postgres() as admin_url:
         def fresh() -> str:
             return _fresh_database(admin_url)
 
+        def measured(kind: str, dataset: Path, env: dict[str, str], settle: Callable[[], None], **how: Any
+                     ) -> dict[str, Any]:
+            database = fresh()
+            try:
+                return run_import(kind, dataset, env, settle, database=database, **how)
+            finally:
+                _drop_database(admin_url, database)
+
         for round_ in range(rounds):
             database = fresh()
             with sharding_stack(database, cores) as (stack, workers):
                 env, settle = stack.env(), partial(wait_until_quiet, stack)
                 if round_ == 0:
-                    runs["floor"].append(run_import("floor", small, env, settle, database=fresh()))
+                    runs["floor"].append(measured("floor", small, env, settle))
                     runs["sharded_50k"].append(sharded_import(stack, workers, datasets["small-50000"].name, database))
-                runs["raw_1_200k"].append(run_import("raw", small, env, settle, database=fresh()))
-                runs["flow_1_200k"].append(run_import("flow", small, env, settle, database=fresh()))
-                runs["raw_n_200k"].append(run_import("raw", small, env, settle, database=fresh(), parts=cores,
-                                                     rows=200_000))
+                runs["raw_1_200k"].append(measured("raw", small, env, settle))
+                runs["flow_1_200k"].append(measured("flow", small, env, settle))
+                runs["raw_n_200k"].append(measured("raw", small, env, settle, parts=cores, rows=200_000))
                 runs["sharded_200k"].append(sharded_import(stack, workers, small.name, database))
-                runs["raw_n_1m"].append(run_import("raw", large, env, settle, database=fresh(), parts=cores,
-                                                   rows=1_000_000))
+                runs["raw_n_1m"].append(measured("raw", large, env, settle, parts=cores, rows=1_000_000))
                 runs["sharded_1m"].append(sharded_import(stack, workers, large.name, database))
-                runs["raw_n_photos"].append(run_import("raw", photos, env, settle, database=fresh(), parts=cores,
-                                                       rows=6_000, keep=False))
+                runs["raw_n_photos"].append(measured("raw", photos, env, settle, parts=cores, rows=6_000,
+                                                       keep=False))
                 runs["sharded_photos"].append(sharded_import(stack, workers, photos.name, database, drop_objects=True))
+            _drop_database(admin_url, database)
     return {"cores": cores, "rounds": rounds, **{name: _median(kind) for name, kind in runs.items()},
             "pairs": {name: _pair_ratios(runs[raw], runs[flow], unit) for name, raw, flow, unit in PAIRS}}
 

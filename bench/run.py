@@ -318,7 +318,12 @@ def report(
         "trigger_to_running_p95_s": p95,
     }
     targets = [
-        ("flow >= 0.9x raw limit (small, local)", figures["flow_vs_raw_small"] >= 0.9, f"{figures['flow_vs_raw_small']:.2f}x"),
+        # issue 14: Prefect's per-process start-up is reported apart (the floor), the flow's per-run and
+        # per-image cost is judged in one warm process, and throughput on amortized imports (the scale rows)
+        ("flow >= 0.9x the raw loop in one warm process (per-run and per-image cost)",
+         figures["flow_vs_raw_warm"] >= 0.9,
+         f"{figures['flow_vs_raw_warm']:.2f}x (end to end, start-up {floor:.1f} s included: "
+         f"{figures['flow_vs_raw_small']:.2f}x)"),
         ("flow >= 5x naive per-image design", figures["flow_vs_naive"] >= 5, f"{figures['flow_vs_naive']:.1f}x"),
         (f"peak RSS at {small_n} <= 1.15x at 20000 (one file each)", figures["rss_big_vs_20k"] <= 1.15,
          f"{figures['rss_big_vs_20k']:.2f}x"),

@@ -49,6 +49,16 @@ def check_free_space(needed_gib: float) -> None:
                          f"in {DATA.parent}; {free:.0f} GiB are (fewer BENCH_SCALE_ROUNDS need less)")
 
 
+def fresh_stack() -> Stack:
+    """The stack of the environment's state dir with nothing left from before: an earlier bench killed
+    mid-import left a shard run `Running` in the stack's Prefect database, which held one of the
+    `shards` queue's slots through the whole next bench (its child runs then ran one at a time)."""
+    stack = Stack.from_env()
+    shutil.rmtree(stack.prefect_db_dir, ignore_errors=True)
+    shutil.rmtree(stack.state_dir, ignore_errors=True)
+    return stack
+
+
 def remove_scratch() -> None:
     """The runs' folders, once nothing is measured any more."""
     shutil.rmtree(SCRATCH, ignore_errors=True)

@@ -21,7 +21,7 @@ import psutil
 
 from bench.datasets import ensure, ensure_imagefolder, ensure_mixed_photos, ensure_photos
 from bench.measure import (
-    BIN, DATA, SCRATCH, SECRET, check_free_space, measure_group, remove_scratch, run_import, wait_until_quiet, with_rates,
+    BIN, DATA, SCRATCH, SECRET, check_free_space, fresh_stack, measure_group, remove_scratch, run_import, wait_until_quiet, with_rates,
 )
 from bench.scale import LARGE, PHOTOS, SMALL, scale_report, scale_rows, scratch_gib
 from deployments.stack import CHECKOUT, Stack, down, up
@@ -214,7 +214,7 @@ def measure_all(datasets: dict[str, Path], small_n: int) -> int:
         print_targets(targets)
         print(json.dumps({"scale": _rounded(scale)}))
         return 0
-    stack = Stack.from_env()
+    stack = fresh_stack()
     up(stack)
     env = {**stack.env(), "PREFECT_API_URL": stack.api_url}
     results: dict[str, Any] = {}

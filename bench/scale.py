@@ -39,7 +39,7 @@ import httpx
 import psutil
 import sqlalchemy as sa
 
-from bench.measure import BIN, SECRET, PeakRss, run_import, scratch_dir, wait_until_quiet, with_rates
+from bench.measure import BIN, SECRET, PeakRss, fresh_stack, run_import, scratch_dir, wait_until_quiet, with_rates
 from deployments.stack import CHECKOUT, Stack, down, running_pids, up
 from hf_ingest.jobstore.sql import make_engine
 from tests.test_jobstore_sql import _fresh_database
@@ -72,7 +72,7 @@ def sharding_stack(database: str, cores: int) -> Iterator[tuple[Stack, list[int]
         STORAGE_URL=str(scratch_dir("sharded-objects-")),
         SHARD_BYTES=str(SHARD_BYTES), SHARD_CONCURRENCY=str(cores),
     )
-    stack = Stack.from_env()
+    stack = fresh_stack()
     extra: list[subprocess.Popen[bytes]] = []
     try:
         up(stack)

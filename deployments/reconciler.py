@@ -12,6 +12,11 @@ This loop needs no hook. Every few seconds (in the trigger process, or `hf-inges
   run started now, after the same validation as the trigger's: a row that fails it (an app
   inserted it with bad params) becomes `failed` with the reason, and is never started.
 Only rows of this project's kind (`huggingface_import`) are touched.
+
+It also crashes the flow runs left behind by jobs that ended: an `hf-ingest` or `hf-ingest-shard` run
+still in the `Pending`/`Running` state it was in when its job finished, ORPHAN_GRACE later. Such a run (its process died while
+the Prefect database could not record its heartbeats, so the zombie automation never armed) would
+hold a slot of its work queue for good: measured, one held a `shards` slot through a whole bench.
 """
 
 from __future__ import annotations
@@ -85,7 +90,57 @@ async def reconcile_once(
                 "reconcile", "job repaired", before=repair.before.value,
                 after=repair.after.value if repair.after else "-", reason=repair.reason,
             )
+    try:
+        await crash_orphaned_runs(store, now)
+    except Exception as exc:  # Prefect down: the next pass tries again
+        StageLogger(logger, job_id="-", flow_run_id="-").warning(
+            "reconcile", "orphaned runs not checked", error=type(exc).__name__)
     return repairs
+
+
+# Long enough for the child runs of a parent that died to finish their shards (they still run on other
+# workers and their checkpoints serve the job's successor); an orphan's slot comes back after it.
+ORPHAN_GRACE = timedelta(minutes=15)
+IMPORT_FLOWS = ("hf-ingest", "hf-ingest-shard")
+
+
+async def crash_orphaned_runs(store: JobStore, now: datetime | None = None) -> list[str]:
+    """Crash the unfinished flow runs of the import flows whose job ended over ORPHAN_GRACE ago while they
+    were in that state already; returns their ids. A run whose job is not terminal or unknown to the store,
+    or that entered its state after the job ended (Prefect's Retry button on a finished import's run,
+    which then works for the job's successor), is left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, \
+        FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    now = now or datetime.now(timezone.utc)
+    crashed: list[str] = []
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=list(IMPORT_FLOWS))),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING]))),
+        )
+        for run in runs:
+            try:
+                job_id = uuid.UUID(str(run.parameters.get("job_id")))
+            except ValueError:
+                continue
+            job = await run_in_threadpool(store.get_job, job_id)
+            ended = job.finished_at if job else None
+            if job is None or not job.status.is_terminal or ended is None:
+                continue
+            ended = ended if ended.tzinfo else ended.replace(tzinfo=timezone.utc)
+            if now - ended < ORPHAN_GRACE or run.state is None or run.state.timestamp >= ended:
+                continue  # entered its state after the job ended: started again by hand (Retry), not orphaned
+            message = f"orphaned: its job {job_id} ended {job.status.value} and this run never finished"
+            await client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            StageLogger(logger, job_id=job_id, flow_run_id=str(run.id)).info(
+                "reconcile", "orphaned run crashed", job_status=job.status.value)
+            crashed.append(str(run.id))
+    return crashed
 
 
 async def _reconcile_job(

@@ -12,7 +12,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.states import Cancelled, Completed, Crashed, Failed, Pending, Running
 
-from deployments.reconciler import reconcile_once
+from deployments.reconciler import ORPHAN_GRACE, reconcile_once
 from hf_ingest import runtime
 from hf_ingest.jobstore import JobStatus
 
@@ -151,3 +151,42 @@ def test_rows_of_another_kind_are_left_alone() -> None:
     assert asyncio.run(reconcile_once(store, start_run=_no_start, now=later)) == []
     job = store.get_job(job_id)
     assert job and job.status is JobStatus.QUEUED and job.error is None
+
+
+@flow(name="hf-ingest-shard")
+def shard_probe(job_id: str, shard: int = 0) -> None:
+    """Stands for the shard flow: only its flow runs are used, never executed."""
+
+
+async def _shard_run(job_id: uuid.UUID) -> str:
+    async with get_client() as client:
+        run = await client.create_flow_run(shard_probe, parameters={"job_id": str(job_id)}, state=Pending())
+        await client.set_flow_run_state(run.id, Running(), force=True)
+        return str(run.id)
+
+
+async def _state_of(flow_run_id: str) -> Any:
+    async with get_client() as client:
+        return (await client.read_flow_run(uuid.UUID(flow_run_id))).state
+
+
+def test_a_run_left_running_by_a_job_that_ended_is_crashed_after_a_grace() -> None:
+    """A shard run whose process died unseen holds a `shards` slot until it is finished: the reconciler
+    crashes it once its job has been over for ORPHAN_GRACE, and leaves be the runs of live or unknown jobs
+    and a run started again after its job ended (Prefect's Retry button)."""
+    store = runtime.job_store()
+    ended, live, retried = (_job(JobStatus.RUNNING, None) for _ in range(3))
+    unknown = uuid.uuid4()
+    orphan, working, stray = (asyncio.run(_shard_run(job)) for job in (ended, live, unknown))
+    store.advance(ended, JobStatus.FAILED, error="shard 1 failed")
+    store.advance(retried, JobStatus.FAILED, error="boom")
+    again = asyncio.run(_shard_run(retried))  # Running since after its job ended
+
+    asyncio.run(reconcile_once(store, start_run=_no_start))  # within the grace: a run may still be finishing
+    assert asyncio.run(_state_of(orphan)).type.value == "RUNNING"
+
+    later = datetime.now(timezone.utc) + ORPHAN_GRACE + timedelta(seconds=5)
+    asyncio.run(reconcile_once(store, start_run=_no_start, now=later))
+    state = asyncio.run(_state_of(orphan))
+    assert state.type.value == "CRASHED" and f"its job {ended} ended failed" in (state.message or "")
+    assert [asyncio.run(_state_of(run)).type.value for run in (working, stray, again)] == ["RUNNING"] * 3

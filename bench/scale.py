@@ -273,7 +273,7 @@ def scale_report(rows: dict[str, Any]) -> list[tuple[str, bool, str]]:
     flat = large["process_peak_mb"] / quarter["process_peak_mb"]
 
     def ratio(name: str, target: float) -> tuple[bool, str]:
-        return pairs[name]["median"] >= target, f"{pairs[name]['median']:.2f}x (rounds {pairs[name]['rounds']})"
+        return pairs[name]["median"] >= target, f"{pairs[name]['median']:.3f}x (rounds {pairs[name]['rounds']})"
 
     return [
         (f"sharded, {cores} workers, 1000000 small >= 0.85x the raw limit", *ratio("sharded_1m", 0.85)),

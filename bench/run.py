@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -237,6 +238,7 @@ def measure_all(datasets: dict[str, Path], small_n: int) -> int:
         burst = burst_and_sequence(stack)
     finally:
         down(stack)
+        shutil.rmtree(stack.prefect_db_dir, ignore_errors=True)  # ~400 MB under /tmp, not read again
     scale = scale_rows(datasets)
     report(results, latencies, burst, small_n, scale)
     return 0

@@ -96,6 +96,7 @@ def sharding_stack(database: str, cores: int) -> Iterator[tuple[Stack, list[int]
             except subprocess.TimeoutExpired:
                 process.kill()
         down(stack)
+        shutil.rmtree(stack.prefect_db_dir, ignore_errors=True)  # ~100 MB under /tmp, not read again
         os.environ.clear()
         os.environ.update(saved)
 

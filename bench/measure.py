@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from deployments.stack import CHECKOUT, Stack, running_pids
+from deployments.stack import CHECKOUT, Stack, remove_state, running_pids
 
 BIN = Path(sys.executable).parent
 DATA = CHECKOUT / ".data" / "bench"
@@ -54,8 +54,7 @@ def fresh_stack() -> Stack:
     mid-import left a shard run `Running` in the stack's Prefect database, which held one of the
     `shards` queue's slots through the whole next bench (its child runs then ran one at a time)."""
     stack = Stack.from_env()
-    shutil.rmtree(stack.prefect_db_dir, ignore_errors=True)
-    shutil.rmtree(stack.state_dir, ignore_errors=True)
+    remove_state(stack)
     return stack
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from bench.measure import (
     BIN, DATA, SCRATCH, SECRET, check_free_space, fresh_stack, measure_group, remove_scratch, run_import, wait_until_quiet, with_rates,
 )
 from bench.scale import LARGE, PHOTOS, SMALL, scale_report, scale_rows, scratch_gib
-from deployments.stack import CHECKOUT, Stack, down, up
+from deployments.stack import CHECKOUT, Stack, down, remove_state, up
 
 
 
@@ -238,7 +237,7 @@ def measure_all(datasets: dict[str, Path], small_n: int) -> int:
         burst = burst_and_sequence(stack)
     finally:
         down(stack)
-        shutil.rmtree(stack.prefect_db_dir, ignore_errors=True)  # ~400 MB under /tmp, not read again
+        remove_state(stack)  # its Prefect database: ~400 MB under /tmp, not read again
     scale = scale_rows(datasets)
     report(results, latencies, burst, small_n, scale)
     return 0

@@ -40,7 +40,7 @@ import psutil
 import sqlalchemy as sa
 
 from bench.measure import BIN, SECRET, PeakRss, fresh_stack, run_import, scratch_dir, wait_until_quiet, with_rates
-from deployments.stack import CHECKOUT, Stack, down, running_pids, up
+from deployments.stack import CHECKOUT, Stack, down, remove_state, running_pids, up
 from hf_ingest.jobstore.sql import make_engine
 from tests.test_jobstore_sql import _fresh_database
 
@@ -96,7 +96,7 @@ def sharding_stack(database: str, cores: int) -> Iterator[tuple[Stack, list[int]
             except subprocess.TimeoutExpired:
                 process.kill()
         down(stack)
-        shutil.rmtree(stack.prefect_db_dir, ignore_errors=True)  # ~100 MB under /tmp, not read again
+        remove_state(stack)  # its Prefect database: ~100 MB under /tmp, not read again
         os.environ.clear()
         os.environ.update(saved)
 

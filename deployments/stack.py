@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,13 @@ def _stop(stack: Stack, name: str, grace: float = 15.0) -> None:
 def down(stack: Stack) -> None:
     for name in PROCESSES:
         _stop(stack, name)
+
+
+def remove_state(stack: Stack) -> None:
+    """Everything a stopped stack keeps (its state folder and its Prefect database under /tmp), for
+    throwaway stacks (bench, tests); `make down` keeps both, so the next `make up` has the history."""
+    shutil.rmtree(stack.prefect_db_dir, ignore_errors=True)
+    shutil.rmtree(stack.state_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

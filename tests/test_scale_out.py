@@ -122,10 +122,10 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
     finally:
         _kill_tree(second.pid)
         _stack_command(env, "down")
-        from deployments.stack import Stack
+        from deployments.stack import Stack, remove_state
 
-        for folder in (Stack(state, 0, 0).prefect_db_dir, state, home):  # Prefect's PostgreSQL data: ~80 MB a run
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_state(Stack(state, 0, 0))  # Prefect's PostgreSQL data: ~80 MB a run
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _kill_tree(pid: int) -> list[int]:

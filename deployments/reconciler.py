@@ -129,10 +129,9 @@ async def crash_orphaned_runs(store: JobStore, now: datetime | None = None) -> l
             except ValueError:
                 continue
             job = await run_in_threadpool(store.get_job, job_id)
-            ended = job.finished_at if job else None
-            if job is None or not job.status.is_terminal or ended is None:
+            if job is None or not job.status.is_terminal or job.finished_at is None:
                 continue
-            ended = ended if ended.tzinfo else ended.replace(tzinfo=timezone.utc)
+            ended = job.finished_at if job.finished_at.tzinfo else job.finished_at.replace(tzinfo=timezone.utc)
             if now - ended < ORPHAN_GRACE or run.state is None or run.state.timestamp >= ended:
                 continue  # entered its state after the job ended: started again by hand (Retry), not orphaned
             message = f"orphaned: its job {job_id} ended {job.status.value} and this run never finished"

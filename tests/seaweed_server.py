@@ -31,6 +31,7 @@ class SeaweedServer:
         self.s3_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.extra_args = extra_args
+        self.ports: dict[str, int] = {"s3.port": self.s3_port}
 
     @property
     def endpoint(self) -> str:
@@ -56,7 +57,8 @@ class SeaweedServer:
         ]
         for port in ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
                      "filer.port.grpc", "s3.port.grpc"):  # grpc ports would default to port + 10000
-            argv.append(f"-{port}={free_port()}")
+            self.ports[port] = free_port()
+            argv.append(f"-{port}={self.ports[port]}")
         log = (self.root / "weed.log").open("ab")
         self.process = subprocess.Popen(argv, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
@@ -89,14 +91,13 @@ class SeaweedServer:
         }
 
     def stop(self) -> None:
-        if self.process is not None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self.process.pid, sig)
-                    self.process.wait(timeout=15)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        if self.process is not None:  # SIGKILL: on SIGTERM it takes over 15 s, and its data is thrown away
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=15)
         shutil.rmtree(self.root, ignore_errors=True)
+        for port in self.ports.values():  # its local gRPC sockets: named by port, always in /tmp
+            for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                socket_file.unlink(missing_ok=True)

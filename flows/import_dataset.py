@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import flow, task
-from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -45,6 +44,7 @@ from flows.import_tasks import (
 )
 from flows.job_state_hooks import ensure_job, mirror_job_state
 from flows.run_artifacts import ProgressArtifact, label_run, publish_summary
+from flows.run_context import is_deployment_run
 from hf_ingest import runtime
 from hf_ingest.backoff import call_with_backoff
 from hf_ingest.import_request import InvalidImport, validate_import
@@ -106,7 +106,7 @@ async def hf_ingest(
         run_id = str(current_flow_run.id)
         job_id = job_id or uuid.UUID(run_id)
         request = DatasetRequest(canonical_dataset(dataset), config, split, revision, image_column, limit)
-        if current_deployment.id is not None:  # the UI, `prefect deployment run`, the trigger
+        if is_deployment_run():  # the UI, `prefect deployment run`, the trigger
             request = checked_like_the_trigger(request)
         log = run_log()
         started = time.monotonic()
@@ -146,7 +146,7 @@ async def planned_shards(stream: DatasetStream) -> int:
     one for this process and one per slot of the `shards` queue, so they all run at once."""
     settings = get_settings()
     rows = stream.rows_to_read
-    if not stream.shardable or rows is None or current_deployment.id is None:
+    if not stream.shardable or rows is None or not is_deployment_run():
         return 1
     slots = 1 + await shard_slots()
     return shard_count(rows, stream.bytes_to_read, settings.shard_rows, settings.shard_bytes, settings.max_shards,

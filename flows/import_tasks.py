@@ -24,6 +24,7 @@ from blocks.settings import get_settings
 from deployments.prefect_setup import WRITE_LIMITS
 from flows.retries import TRANSIENT_RETRIES
 from flows.run_artifacts import ProgressArtifact
+from flows.run_context import is_deployment_run
 from flows.write_slots import WriteSlots
 from hf_ingest import runtime
 from hf_ingest.logs import StageLogger, scrub_secrets
@@ -109,15 +110,13 @@ def ingest_stream(
     and count each batch into `progress` as it finishes, oldest first. A batch out of retries fails the
     run, its rows counted.
 
-    Asked once here, not per batch: whether this is a deployment run (its writes then take slots of the
-    global limits; outside one, Prefect answers `deployment.id` with an API call each time). The task
-    threads share this thread's Prefect client: each task run would otherwise build its own, with TLS
-    contexts (~70 ms of CPU per batch, measured)."""
+    A deployment run's writes take slots of the global limits. The task threads share this thread's
+    Prefect client: each task run would otherwise build its own, with TLS contexts (~70 ms of CPU per
+    batch, measured)."""
     from prefect.context import SyncClientContext
-    from prefect.runtime import deployment
 
     settings = get_settings()
-    shared_writes = deployment.id is not None
+    shared_writes = is_deployment_run()
     in_flight: deque[tuple[PrefectFuture[BatchOutcome], int, int]] = deque()
 
     def count_oldest() -> None:

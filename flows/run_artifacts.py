@@ -16,9 +16,9 @@ import uuid
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactUpdate
-from prefect.runtime import deployment as current_deployment
 from prefect.runtime import flow_run as current_flow_run
 
+from flows.run_context import is_deployment_run
 from hf_ingest.run_labels import dataset_label, run_name, run_tags, source_of
 from hf_ingest.source import DatasetRequest, DatasetStream
 from hf_ingest.summary import ImportReport, summary_markdown
@@ -38,7 +38,7 @@ async def label_run(request: DatasetRequest, commit: str | None) -> None:
     (runs the trigger starts come tagged; a run from the UI or `prefect deployment run` is `ui`, one
     started in-process by `hf-ingest run` is `cli`)."""
     tags = list(current_flow_run.tags or [])
-    source = source_of(tags) or ("ui" if current_deployment.id is not None else "cli")
+    source = source_of(tags) or ("ui" if is_deployment_run() else "cli")
     wanted = tags + [tag for tag in run_tags(request.dataset, source) if tag not in tags]
     try:
         async with get_client() as client:

@@ -197,6 +197,14 @@ def test_a_run_without_job_id_creates_its_own_job(isolated_settings: Path) -> No
     assert job and job.status is JobStatus.COMPLETED
     assert job.flow_run_id == result["job_id"]  # the run's own id is the job's id
     assert job.params["dataset"] == str(dataset.resolve())
+    assert "source:cli" in asyncio.run(_read_flow_run(result["job_id"])).tags  # in process, not a deployment run
+
+
+async def _read_flow_run(flow_run_id: str) -> FlowRun:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await client.read_flow_run(uuid.UUID(flow_run_id))
 
 
 class Boom(BaseException):

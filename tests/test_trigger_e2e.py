@@ -308,6 +308,7 @@ def test_prefect_deployment_run_gets_a_job_row_that_completes(live_stack: LiveSt
         job = live_stack.store.get_job(uuid.UUID(flow_run_id))
     assert job.status.value == "completed" and job.flow_run_id == flow_run_id
     assert job.params["dataset"] == dataset and job.progress["rows_seen"] == 3
+    assert "source:ui" in _prefect(live_stack, "GET", f"/flow_runs/{flow_run_id}")["tags"]  # a deployment run
 
 
 def _flow_run_id_from(output: str) -> str:

@@ -223,7 +223,7 @@ def measure_all(datasets: dict[str, Path], small_n: int) -> int:
         settle = partial(wait_until_quiet, stack)
         small = repeated(["raw", "flow", "floor"], big, env, settle, int(os.environ.get("BENCH_REPEAT", 5)))
         results["raw_small"], results["flow_small"], results["floor"] = small["raw"], small["flow"], small["floor"]
-        warm = warm_runs(big, datasets["small-1000"], env, settle, int(os.environ.get("BENCH_WARM_REPEAT", 3)))
+        warm = warm_runs(big, datasets["small-1000"], env, settle, int(os.environ.get("BENCH_WARM_REPEAT", 5)))
         results["raw_warm"], results["flow_warm"] = warm["raw"], warm["flow"]
         results["flow_5k"] = run_import("flow", datasets["small-5000"], env, settle)
         results["naive_5k"] = run_import("naive", datasets["small-5000"], env, settle)

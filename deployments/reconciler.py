@@ -35,7 +35,7 @@ from blocks.settings import get_settings
 from deployments import flow_runs
 from flows.job_state_hooks import job_status_for, mirror_state
 from hf_ingest.import_request import InvalidImport, validate_import
-from hf_ingest.jobstore import JOB_KIND, Job, JobStatus, JobStore
+from hf_ingest.jobstore import JOB_KIND, Job, JobStatus, JobStore, as_utc
 from hf_ingest.logs import StageLogger
 
 logger = logging.getLogger("hf_ingest.reconciler")
@@ -117,6 +117,7 @@ async def crash_orphaned_runs(store: JobStore, now: datetime | None = None) -> l
 
     now = now or datetime.now(timezone.utc)
     crashed: list[str] = []
+    jobs: dict[uuid.UUID, Job | None] = {}  # a parent and its child runs share one job: read it once a pass
     async with get_client() as client:
         runs = await client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=list(IMPORT_FLOWS))),
@@ -128,10 +129,12 @@ async def crash_orphaned_runs(store: JobStore, now: datetime | None = None) -> l
                 job_id = uuid.UUID(str(run.parameters.get("job_id")))
             except ValueError:
                 continue
-            job = await run_in_threadpool(store.get_job, job_id)
+            if job_id not in jobs:
+                jobs[job_id] = await run_in_threadpool(store.get_job, job_id)
+            job = jobs[job_id]
             if job is None or not job.status.is_terminal or job.finished_at is None:
                 continue
-            ended = job.finished_at if job.finished_at.tzinfo else job.finished_at.replace(tzinfo=timezone.utc)
+            ended = as_utc(job.finished_at)
             if now - ended < ORPHAN_GRACE or run.state is None or run.state.timestamp >= ended:
                 continue  # entered its state after the job ended: started again by hand (Retry), not orphaned
             message = f"orphaned: its job {job_id} ended {job.status.value} and this run never finished"
@@ -146,8 +149,7 @@ async def _reconcile_job(
     store: JobStore, job: Job, read_run: ReadFlowRun, start_run: StartFlowRun, grace: timedelta, now: datetime
 ) -> Repair | None:
     if job.flow_run_id is None:
-        created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=timezone.utc)
-        if job.status is not JobStatus.QUEUED or now - created < grace:
+        if job.status is not JobStatus.QUEUED or now - as_utc(job.created_at) < grace:
             return None
         try:
             params = validate_import(job.params, get_settings().local_dataset_root)

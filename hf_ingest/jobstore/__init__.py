@@ -14,6 +14,7 @@ from hf_ingest.jobstore.model import (
     SceneWrites,
     Shard,
     ShardStatus,
+    as_utc,
 )
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ __all__ = [
     "SceneWrites",
     "Shard",
     "ShardStatus",
+    "as_utc",
     "open_job_store",
 ]
 

@@ -40,6 +40,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime: SQLite hands back naive ones; they were written as UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
 @dataclass(frozen=True)
 class Job:
     id: uuid.UUID
@@ -72,11 +77,7 @@ class Job:
 
 
 def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were written as UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return value.isoformat()
+    return None if value is None else as_utc(value).isoformat()
 
 
 SCENE_KEY = ("dataset", "config", "split", "image_column", "row_index")

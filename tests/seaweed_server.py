@@ -98,6 +98,9 @@ class SeaweedServer:
                 pass
             self.process.wait(timeout=15)
         shutil.rmtree(self.root, ignore_errors=True)
-        for port in self.ports.values():  # its local gRPC sockets: named by port, always in /tmp
-            for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
-                socket_file.unlink(missing_ok=True)
+        for socket_file in self.socket_files():
+            socket_file.unlink(missing_ok=True)
+
+    def socket_files(self) -> list[Path]:
+        """Its local gRPC sockets: always in /tmp whatever its folders, named by port, never removed by it."""
+        return [path for port in self.ports.values() for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]

@@ -3,21 +3,15 @@ several, and SeaweedFS writes its local gRPC sockets to /tmp whatever its folder
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tests.seaweed_server import SeaweedServer
-
-
-def _sockets_of(server: SeaweedServer) -> list[Path]:
-    return [path for port in server.ports.values() for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
 
 
 def test_a_stopped_server_leaves_neither_its_folder_nor_its_sockets_in_tmp() -> None:
     server = SeaweedServer().start()
     try:
         server.create_bucket("cleanup")  # serving: its filer and S3 gateway have opened their sockets
-        assert _sockets_of(server), "SeaweedFS no longer writes sockets to /tmp: drop the cleanup in stop()"
+        assert server.socket_files(), "SeaweedFS no longer writes sockets to /tmp: drop the cleanup in stop()"
     finally:
         server.stop()
     assert not server.root.exists()
-    assert _sockets_of(server) == []
+    assert server.socket_files() == []

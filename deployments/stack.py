@@ -210,8 +210,10 @@ def up(stack: Stack) -> None:
     print(f"deployment      hf-ingest/default on work pool {WORK_POOL} (`hf-ingest setup-prefect`, see {stack.log_file('setup')})")
 
     if _read_pid(stack, "worker") is None:
+        # WORKER_LIMIT: flow runs this machine's worker runs at once (Prefect's `--limit`; unset: no limit)
+        limit = ["--limit", stack.env()["WORKER_LIMIT"]] if stack.env().get("WORKER_LIMIT") else []
         _spawn(stack, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                                 "--name", f"hf-ingest-{stack.prefect_port}"])
+                                 "--name", f"hf-ingest-{stack.prefect_port}", *limit])
     _wait("worker", lambda: _worker_online(stack), 90, stack, "worker")
     print(f"worker          polling {WORK_POOL} every {stack.env()['PREFECT_WORKER_QUERY_SECONDS']}s")
 

@@ -97,6 +97,9 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
         "BATCH_SIZE": "64",
         "RECONCILE_INTERVAL_SECONDS": "2",
         "HF_INGEST_ZOMBIE_SECONDS": "45",  # 1.5 heartbeats: a dead run is crashed sooner (default: 3)
+        # The stack's worker runs the parent and one child at most, so the second machine always takes shards
+        # (unlimited, the first worker to poll took them all once: the kill test then had no victim)
+        "WORKER_LIMIT": "2",
     }
     up = _stack_command(env, "up")
     if up.returncode != 0:

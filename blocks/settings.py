@@ -5,6 +5,7 @@ Secrets are `SecretStr` so they never render in logs, reprs or errors by acciden
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -87,10 +88,16 @@ def _url_password(url: str) -> str | None:
         return None
 
 
+def env_file() -> str | None:
+    """The `.env` file settings are read from: `.env` in the working directory, or HF_INGEST_ENV_FILE
+    (empty: none, as the test suite runs)."""
+    return os.environ.get("HF_INGEST_ENV_FILE", ".env") or None
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings, with any configured Prefect Blocks applied (`runtime.reset()` forgets them)."""
-    settings = Settings()
+    settings = Settings(_env_file=env_file())  # type: ignore[call-arg]
     if settings.storage_block or settings.supabase_block:
         from blocks.prefect_blocks import apply_blocks
 

@@ -226,7 +226,9 @@ def up(stack: Stack) -> None:
 
 
 def _dotenv_has(name: str) -> bool:
-    path = CHECKOUT / ".env"
+    from blocks.settings import env_file
+
+    path = CHECKOUT / (env_file() or "/nonexistent")
     return path.exists() and any(line.strip().startswith(f"{name}=") for line in path.read_text().splitlines())
 
 

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-# Before Prefect is imported anywhere: offline-safe, quiet, and its own home under /tmp.
+from tests import session_guard
+
+# Before Prefect or huggingface_hub is imported anywhere: none of the caller's HF_*, PREFECT_*, AWS_*,
+# dataset or hf-ingest variables (the suite sets its own), no `.env` file, offline-safe, quiet, and
+# Prefect's home under /tmp. Every process the suite starts inherits HF_INGEST_TEST_SESSION.
+session_guard.clean_environment()
+os.environ.setdefault("HF_INGEST_TEST_SESSION", uuid.uuid4().hex)
+os.environ["HF_INGEST_ENV_FILE"] = ""
 _PREFECT_HOME = tempfile.mkdtemp(prefix="hf-ingest-prefect-")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 # The test Hub server's address must be known before huggingface_hub is imported (it reads HF_ENDPOINT
 # once): its port is chosen now, and the `hub` fixture starts the server on it.
 from tests.fault_proxy import free_port  # noqa: E402
@@ -26,31 +34,11 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-ingest-hf-home-")
 os.environ.pop("HF_TOKEN", None)
 _runtime_dir = Path(f"/tmp/hf-ingest-xdg-{os.getuid()}")  # the same folder deployments/stack.py uses
 _runtime_dir.mkdir(mode=0o700, exist_ok=True)
-os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir))
+os.environ["XDG_RUNTIME_DIR"] = str(_runtime_dir)
 
 from hf_ingest import runtime  # noqa: E402
 
-SETTING_NAMES = (
-    "DATABASE_URL",
-    "SUPABASE_URL",
-    "SUPABASE_SERVICE_ROLE_KEY",
-    "STORAGE_URL",
-    "S3_ENDPOINT_URL",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "PUBLIC_BASE_URL",
-    "WEBHOOK_SECRET",
-    "LOCAL_DATASET_ROOT",
-    "HF_TOKEN",
-    "MAX_IMAGE_PIXELS",
-    "MAX_IMAGE_BYTES",
-    "BATCH_MAX_BYTES",
-    "BATCH_SIZE",
-    "MAX_IN_FLIGHT_BATCHES",
-    "S3_CLIENT",
-    "STORE_CONCURRENCY",
-    "PROGRESS_INTERVAL_SECONDS",
-)
+SETTING_NAMES = sorted(session_guard.setting_names())  # dropped again before each test: none leaks between tests
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +110,18 @@ def postgres_url() -> Iterator[str]:
         yield server.get_uri("postgres")
     finally:
         server.cleanup()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Orphaned servers stay ours to stop, and SIGTERM stops the suite as Ctrl-C does."""
+    session_guard.become_subreaper()
+    session_guard.install_stop_handlers()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """However the session ended (passed, failed, interrupted), no process it started is left running."""
+    session_guard.finish(exit_code=2)  # pytest's code for an interrupted session
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

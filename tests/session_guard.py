@@ -1,0 +1,139 @@
+"""What makes the suite hermetic and stoppable: its own environment, whatever the caller's shell holds,
+and no server of its own left running however it ends.
+
+- `clean_environment()` drops every variable that changes what hf-ingest, Prefect, HuggingFace or the
+  stack do (HF_*, PREFECT_*, AWS_*, SUPABASE_*, every setting's name, ...): a shell with
+  HF_HUB_OFFLINE=1 or DATABASE_URL=... in it runs the same suite. The tests set what they need.
+- `become_subreaper()` makes the pytest process the reaper of its orphans (Linux's
+  PR_SET_CHILD_SUBREAPER): a server that daemonizes (PostgreSQL's postmaster, started by pg_ctl) or
+  whose launcher exited (`make up`'s processes) stays a descendant of the suite, so the suite can
+  find and stop it without knowing its name.
+- `install_stop_handlers()`: SIGTERM stops the suite as Ctrl-C does (KeyboardInterrupt: pytest runs
+  the fixtures' teardown, which stops the servers); a second SIGTERM or Ctrl-C during that teardown
+  stops every descendant at once and exits.
+- `stop_descendants()` is the last step of every session: whatever a teardown left running is stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from types import FrameType
+
+import psutil
+
+# Variables the suite never takes from the caller: they would change where data goes, which Hub is
+# asked, how Prefect behaves, or what the stack starts.
+FOREIGN_PREFIXES = ("HF_", "HUGGINGFACE_", "PREFECT_", "AWS_", "SUPABASE_", "S3_", "BENCH_")
+KEPT = frozenset({"HF_INGEST_FORBID_SKIPS", "HF_INGEST_TEST_SESSION", "HF_INGEST_STOP_PROBE_READY"})
+EXTRA_NAMES = frozenset({
+    "WORKER_LIMIT", "IMPORT_CONCURRENCY", "SHARD_CONCURRENCY", "DATABASE_WRITE_CONCURRENCY",
+    "OBJECT_WRITE_CONCURRENCY", "TRIGGER_PORT", "DO_NOT_TRACK", "XDG_RUNTIME_DIR",
+})
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def setting_names() -> set[str]:
+    """Every environment variable the settings object reads."""
+    from blocks.settings import Settings
+
+    return {name.upper() for name in Settings.model_fields}
+
+
+def clean_environment(environ: dict[str, str] | None = None) -> list[str]:
+    """Remove the caller's variables that would change the suite; returns their names (values never shown)."""
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    foreign = setting_names() | EXTRA_NAMES
+    dropped = [name for name in list(environ)
+               if name not in KEPT and (name.startswith(FOREIGN_PREFIXES) or name in foreign)]
+    for name in dropped:
+        del environ[name]
+    return dropped
+
+
+def become_subreaper() -> bool:
+    """Orphans of our children are re-parented to this process instead of init (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def descendants() -> list[psutil.Process]:
+    """Every live process below this one (orphans included, once this process is a subreaper)."""
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    return [p for p in children if _alive(p)]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def stop_processes(processes: Iterable[psutil.Process], grace: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL what is still there after `grace` seconds."""
+    victims = [p for p in processes if _alive(p)]
+    for process in victims:
+        with contextlib.suppress(psutil.Error):
+            process.terminate()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in victims):
+        _reap()
+        time.sleep(0.05)
+    for process in victims:
+        if _alive(process):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    _reap()
+
+
+def stop_descendants(grace: float = 3.0) -> None:
+    stop_processes(descendants(), grace)
+
+
+def finish(exit_code: int) -> None:
+    """The session's last step: stop what a teardown left running; after a stop signal, exit now. (At a
+    normal exit Prefect's clients drain their log and event queues towards servers that are gone, with
+    timeouts: 15 s and more after a signal, for nothing.)"""
+    stop_descendants()
+    if _stopping:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+
+
+def _reap() -> None:
+    """Collect the exit status of orphans re-parented to us (Popen objects reap their own children)."""
+    for process in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if process.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(process.pid, os.WNOHANG)
+
+
+_stopping = False
+
+
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    """First signal: unwind as Ctrl-C does (fixtures stop their servers); second: stop everything now."""
+    global _stopping
+    if not _stopping:
+        _stopping = True
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+    stop_descendants(grace=1.0)
+    os._exit(128 + signum)
+
+
+def install_stop_handlers() -> None:
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    signal.signal(signal.SIGINT, _on_stop_signal)

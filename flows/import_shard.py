@@ -8,10 +8,13 @@ The story, top to bottom:
   2. it starts a child run of the deployment `hf-ingest-shard/default` (work queue `shards`) for each
      unfinished shard but the first, and waits for them with Prefect's own `wait_for_flow_run`;
   3. the first it imports itself, in its own process, which has the dataset open and would otherwise
-     only wait (a child run costs ~2 s before its first batch); each child opens the dataset at the
-     parent's commit; both read the shard's rows from its checkpoint on, run the same `ingest-batch`
-     tasks, and keep its row in `job_shards` up to date (counts, checkpoint);
-  4. meanwhile the parent sums the shards into `jobs.progress` (one writer per job) and the progress
+     only wait (a child run costs ~2 s before its first batch); then, while it waits, it takes any shard
+     whose child run no worker has started yet (every worker busy: its slots are the machine's cores),
+     so no process that holds a slot sits idle. Each attempt of a shard is taken by exactly one run: the
+     first to claim it in `job_shards` (its child run, or the parent); the other lets it go;
+  4. each run reads its shard's rows from the checkpoint on (a child opens the dataset at the parent's
+     commit), runs the same `ingest-batch` tasks, and keeps its row in `job_shards` up to date;
+  5. meanwhile the parent sums the shards into `jobs.progress` (one writer per job) and the progress
      artifact; a shard that fails (here or in a child) or whose child crashes is started again as a
      child run, and only a shard out of attempts (SHARD_ATTEMPTS) fails the job, naming the shard.
 Cancelling the parent cancels its children (Prefect cancels the subflow runs of a cancelled run).
@@ -48,14 +51,16 @@ class ShardFailed(PermanentIngestError):
 
 
 def _mirror_shard_state(flow: Any, flow_run: Any, state: Any) -> None:
-    """Child state hook: a failed or crashed child marks its shard (the parent reads Prefect's state too)."""
+    """Child state hook: a failed or crashed child marks its shard, if it was the run that had taken it (the
+    parent reads Prefect's state too)."""
     parameters = flow_run.parameters or {}
     if state.is_failed() or state.is_crashed():
         try:
-            runtime.job_store().update_shard(
-                uuid.UUID(str(parameters["job_id"])), int(parameters["shard"]), status=ShardStatus.FAILED,
-                error=redact(state.message or state.type.value, get_settings().secret_values())[:2000],
-            )
+            store = runtime.job_store()
+            job_id, number = uuid.UUID(str(parameters["job_id"])), int(parameters["shard"])
+            if any(s.shard == number and s.flow_run_id == str(flow_run.id) for s in store.list_shards(job_id)):
+                store.update_shard(job_id, number, status=ShardStatus.FAILED,
+                                   error=redact(state.message or state.type.value, get_settings().secret_values())[:2000])
         except Exception:  # noqa: BLE001 - advisory: the parent acts on the run's state in Prefect
             pass
 
@@ -75,27 +80,33 @@ async def hf_ingest_shard(
     split: str = "train",
     image_column: str | None = None,
     limit: int | None = None,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
-    """Import one shard of a job's split (the rows `job_shards` gives it), from its checkpoint on."""
+    """Import one shard of a job's split (the rows `job_shards` gives it), from its checkpoint on: the shard's
+    attempt `attempt`, unless its parent took that attempt first (then there is nothing to do)."""
     with no_secrets_in_errors:
         install_secret_filter(get_settings().secret_values())
         store = runtime.job_store()
-        record = next((s for s in await asyncio.to_thread(store.list_shards, job_id) if s.shard == shard), None)
-        if record is None:
-            raise PermanentIngestError(f"job {job_id} has no shard {shard}")
+        try:
+            record = _shard_of(await asyncio.to_thread(store.list_shards, job_id), shard)
+        except StopIteration:
+            raise PermanentIngestError(f"job {job_id} has no shard {shard}") from None
         if record.status is ShardStatus.COMPLETED:
             return record.counts
+        claimed = await asyncio.to_thread(store.claim_shard, job_id, shard, record.attempts if attempt is None
+                                          else attempt, str(current_flow_run.id))
+        if claimed is None:
+            run_log().info("plan", "shard taken by another run; nothing to do", shard=shard, attempt=attempt or "-")
+            return {"taken_by_another_run": True}
         request = DatasetRequest(dataset, config, split, revision, image_column, limit)
-        return await import_shard_rows(job_id, record, await asyncio.to_thread(open_source, request))
+        return await import_shard_rows(job_id, claimed, await asyncio.to_thread(open_source, request))
 
 
 async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStream) -> dict[str, Any]:
     """A shard's rows of the opened `split`, from its checkpoint on, in this process (a child run, or the
-    parent's own shard); its `job_shards` row says how far it got."""
+    parent); its `job_shards` row says how far it got. The caller has claimed the shard."""
     settings = get_settings()
     store = runtime.job_store()
-    await asyncio.to_thread(store.update_shard, job_id, record.shard, status=ShardStatus.RUNNING,
-                            flow_run_id=str(current_flow_run.id))
     stream = split.rows_between(record.first_row + record.checkpoint, record.end_row)
     progress = IngestProgress(revision=stream.revision, next_row=stream.first_row)
     _restore_counts(progress, record.counts)
@@ -130,7 +141,7 @@ async def import_in_shards(
     job_id: uuid.UUID, request: DatasetRequest, stream: DatasetStream, reporter: ProgressReporter, count: int
 ) -> IngestProgress:
     """The parent's part: plan `count` shards, start a child run per unfinished one but the first, import
-    that one here, wait for the others, sum the counts."""
+    that one here (and then what no worker has taken), wait for the others, sum the counts."""
     settings = get_settings()
     store = runtime.job_store()
     log = run_log()
@@ -146,15 +157,18 @@ async def import_in_shards(
               "split": request.split, "image_column": request.image_column, "limit": request.limit}
     name = run_name(request.dataset, request.split, stream.revision)  # as the parent is named (a folder: no "@main")
     unfinished = [shard for shard in shards if shard.status is not ShardStatus.COMPLETED]
-    runs = [_run_shard(job_id, shard, params, name, settings.shard_attempts, here=stream if n == 0 else None)
+    here = ParentShare(job_id, stream, str(current_flow_run.id))
+    runs = [_run_shard(job_id, shard, params, name, settings.shard_attempts, here, first=n == 0)
             for n, shard in enumerate(unfinished)]
     summing = asyncio.create_task(_sum_shards(job_id, reporter))
+    helping = asyncio.create_task(here.take_what_waits())
     try:
         # a shard out of attempts does not stop the others: when the job says failed, nothing of it is still
         # running, and every other shard is finished (a retry runs only what failed)
         outcomes = await asyncio.gather(*runs, return_exceptions=True)
     finally:
         summing.cancel()
+        helping.cancel()
     progress = _progress_of(await asyncio.to_thread(store.list_shards, job_id))
     reporter.report_now(progress)
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
@@ -165,44 +179,145 @@ async def import_in_shards(
     return progress
 
 
-async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], name: str, attempts: int,
-                     here: DatasetStream | None = None) -> None:
-    """One shard's attempts, up to `attempts` in all: the first in this process if `here` (the opened split)
-    is given, the others (or all) as child runs, started again while they fail."""
-    store = runtime.job_store()
-    error = "not started"
-    first = shard.attempts
-    if here is not None:
-        await asyncio.to_thread(store.update_shard, job_id, shard.shard, attempt=True)
+class ParentShare:
+    """The parent run's own process as one more worker of its import: its first shard, then, while it waits,
+    any shard whose child run no worker has taken yet. (A worker runs at most as many flow runs as its machine
+    has cores, and the waiting parent holds one of them: without this, one machine would run the other shards
+    one at a time beside an idle parent.) A child run still Scheduled is cancelled first; only if Prefect
+    accepts (no worker took it meanwhile) does the parent claim and import its shard."""
+
+    def __init__(self, job_id: uuid.UUID, split: DatasetStream, run_id: str) -> None:
+        self.job_id = job_id
+        self.split = split
+        self.run_id = run_id
+        self.failed_here: set[int] = set()  # shards that failed in this process go on in child runs only
+        self.waiting: dict[int, tuple[int, uuid.UUID]] = {}  # shard -> (attempt, its child run), while it runs
+        self.taken: set[tuple[int, int]] = set()  # (shard, attempt) imported here instead of by its child run
+        self._outcomes: dict[tuple[int, int], asyncio.Future[str | None]] = {}
+        self._first_done = asyncio.Event()
+
+    def outcome(self, shard: int, attempt: int) -> asyncio.Future[str | None]:
+        """How this process's import of the shard's attempt ended: None if it completed, else the error."""
+        return self._outcomes.setdefault((shard, attempt), asyncio.get_running_loop().create_future())
+
+    async def run(self, shard: int, attempt: int) -> str | None:
+        """Claim the shard's attempt and import it here; the error, or None once it is done."""
+        store = runtime.job_store()
+        error = None
         try:
-            await import_shard_rows(job_id, shard, here)
-            return
+            claimed = await asyncio.to_thread(store.claim_shard, self.job_id, shard, attempt, self.run_id)
+            if claimed is None:
+                raise PermanentIngestError(f"shard {shard}, attempt {attempt}: taken by another run")
+            await import_shard_rows(self.job_id, claimed, self.split)
         except Exception as exc:  # noqa: BLE001 - the shard goes on in a child run, from its checkpoint
             error = redact(f"{type(exc).__name__}: {exc}", get_settings().secret_values())
+            self.failed_here.add(shard)
+            await asyncio.to_thread(store.update_shard, self.job_id, shard, status=ShardStatus.FAILED, error=error[:2000])
+        finally:
+            self._first_done.set()
+        self.outcome(shard, attempt).set_result(error)
+        return error
+
+    async def take_what_waits(self, interval: float = 0.5) -> None:
+        """After the first shard: import, one after the other, the shards whose child runs are still Scheduled
+        (every worker busy), from the last backwards (workers take child runs in order)."""
+        from prefect.client.orchestration import get_client
+
+        await self._first_done.wait()
+        async with get_client() as client:  # one client: it rides out a restart of the server (retries)
+            while True:
+                waiting = {child: (shard, attempt) for shard, (attempt, child) in self.waiting.items()
+                           if shard not in self.failed_here}
+                unstarted = await _still_scheduled(client, list(waiting)) if waiting else []
+                for child in sorted(unstarted, key=lambda run: waiting[run], reverse=True):
+                    if await _cancel_if_scheduled(client, child):
+                        shard, attempt = waiting[child]
+                        self.taken.add((shard, attempt))
+                        run_log().info("plan", "shard imported by the parent: no worker had taken its run",
+                                       shard=shard)
+                        await self.run(shard, attempt)
+                        break
+                else:
+                    await asyncio.sleep(interval)
+
+
+async def _still_scheduled(client: Any, runs: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Which of `runs` no worker has taken yet (Scheduled, or Late)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    try:
+        found = await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=runs), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        ))
+    except Exception:  # noqa: BLE001 - Prefect unreachable: nothing is taken now; asked again next time
+        return []
+    return [run.id for run in found]
+
+
+async def _cancel_if_scheduled(client: Any, run: uuid.UUID) -> bool:
+    """Cancel a child run no worker has taken, so the parent can do its work: True if Prefect accepted (a worker
+    that takes it after this finds it Cancelled and does not start it)."""
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.states import Cancelled
+
+    try:
+        result = await client.set_flow_run_state(run, Cancelled(message="its shard was imported by the parent run"))
+    except Exception:  # noqa: BLE001 - not cancelled: its worker runs it
+        return False
+    return result.status == SetStateStatus.ACCEPT
+
+
+async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], name: str, attempts: int,
+                     here: ParentShare, first: bool = False) -> None:
+    """One shard's attempts, up to `attempts` in all: the first in the parent's process if `first`, the others
+    (or all) as child runs (or in the parent, if it takes them before a worker does), started again while
+    they fail."""
+    store = runtime.job_store()
+    error = "not started"
+    for attempt in range(shard.attempts + 1, shard.attempts + attempts + 1):
+        await asyncio.to_thread(store.update_shard, job_id, shard.shard, status=ShardStatus.PENDING, attempt=True)
+        if first and attempt == shard.attempts + 1:
+            failure = await here.run(shard.shard, attempt)
+            if failure is None:
+                return
+            error = failure
             run_log().warning("plan", "shard did not complete here; starting it as a child run", shard=shard.shard,
                               error=error[:500])
-            first += 1
-    for attempt in range(first, shard.attempts + attempts):
+            continue
         child = await arun_deployment(
             SHARD_DEPLOYMENT,
-            parameters={**{k: v for k, v in params.items() if v is not None}, "job_id": str(job_id), "shard": shard.shard},
+            parameters={**{k: v for k, v in params.items() if v is not None}, "job_id": str(job_id),
+                        "shard": shard.shard, "attempt": attempt},
             flow_run_name=f"{name} #{shard.shard}",
             tags=[*run_tags(params["dataset"], "shard"), f"job:{job_id}"],
             idempotency_key=f"hf-ingest-{job_id}-shard-{shard.shard}-attempt-{attempt}",
             timeout=0,
         )
-        await asyncio.to_thread(store.update_shard, job_id, shard.shard, flow_run_id=str(child.id), attempt=True)
-        finished = await wait_for_flow_run(child.id, timeout=7 * 24 * 3600, log_states=False)  # events, not polls
-        if finished.state is not None and finished.state.is_completed():
-            await asyncio.to_thread(store.update_shard, job_id, shard.shard, status=ShardStatus.COMPLETED)
+        here.waiting[shard.shard] = (attempt, child.id)
+        try:
+            finished = await wait_for_flow_run(child.id, timeout=7 * 24 * 3600, log_states=False)  # events, not polls
+        finally:
+            here.waiting.pop(shard.shard, None)
+        if (shard.shard, attempt) in here.taken:  # the parent cancelled the child run and imports the shard itself
+            failure = await here.outcome(shard.shard, attempt)
+            if failure is None:
+                return
+            error = failure
+        elif _shard_of(await asyncio.to_thread(store.list_shards, job_id), shard.shard).status is ShardStatus.COMPLETED:
             return
-        error = (finished.state.message if finished.state else None) or "ended without a state"
-        if finished.state is not None and finished.state.is_cancelled():
-            break  # cancelled (with its parent): not a failure to retry
+        else:
+            error = (finished.state.message if finished.state else None) or "ended without a state"
+            if finished.state is not None and finished.state.is_cancelled():
+                break  # cancelled (with its parent): not a failure to retry
         run_log().warning("plan", "shard run did not complete; starting it again", shard=shard.shard,
-                          attempt=attempt + 1, state=finished.state.type.value if finished.state else "-")
+                          attempt=attempt, state=finished.state.type.value if finished.state else "-")
     await asyncio.to_thread(store.update_shard, job_id, shard.shard, status=ShardStatus.FAILED, error=error[:2000])
     raise ShardFailed(f"{shard.describe()} failed after {attempts} attempts: {error}"[:2000])
+
+
+def _shard_of(shards: list[Shard], number: int) -> Shard:
+    return next(s for s in shards if s.shard == number)
 
 
 async def _sum_shards(job_id: uuid.UUID, reporter: ProgressReporter) -> None:

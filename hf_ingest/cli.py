@@ -23,6 +23,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-ingest", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -35,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive, default=None, help="import at most this many rows")
     show = commands.add_parser("show", help="print a job")
     show.add_argument("job_id", type=uuid.UUID)
+    worker = commands.add_parser(
+        "worker",
+        help="run a Prefect worker for the hf-ingest pool, at most --limit flow runs at once "
+        "(default: WORKER_LIMIT, else this machine's cores)",
+    )
+    worker.add_argument("--limit", type=_at_least_one, default=None, help="flow runs at once")
+    worker.add_argument("--name", default=None, help="the worker's name in the Prefect UI")
     commands.add_parser("reconcile", help="bring unfinished jobs in line with their Prefect flow runs (one pass)")
     commands.add_parser(
         "setup-prefect",
@@ -42,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample = commands.add_parser("make-sample", help="write the bundled sample dataset (Hub parquet layout)")
     sample.add_argument("folder")
+    copy = commands.add_parser(
+        "copy-db", help="copy the jobs, shards and scenes of one SQL database into another (rows it has are kept)"
+    )
+    copy.add_argument("source", help="SQLAlchemy URL to copy from, e.g. sqlite:///.data/hf_ingest.db")
+    copy.add_argument("target", help="SQLAlchemy URL to copy into, e.g. the stack's DATABASE_URL")
     return parser
 
 
@@ -54,10 +73,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(write_sample_dataset(Path(args.folder)))
         return 0
+    if args.command == "copy-db":
+        from hf_ingest.jobstore.copy import copy_database
+
+        for copied in copy_database(args.source, args.target):
+            print(f"{copied.table:<10} {copied.read:>10,} read, {copied.written:>10,} new in the target")
+        return 0
     if args.command == "setup-prefect":
         from deployments.prefect_setup import main as setup_prefect
 
         return setup_prefect()
+    if args.command == "worker":
+        from deployments.worker import start
+
+        start(args.limit, args.name)
+        return 0
     if args.command == "reconcile":
         from deployments.reconciler import run_cli
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hf_ingest.cli import build_parser
 from hf_ingest.sample import sample_rows
 
 
@@ -95,3 +96,22 @@ def test_run_a_hub_id_as_a_new_user_would(
     objects = isolated_settings / "objects" / "images"
     stored = {hashlib.sha256(p.read_bytes()).hexdigest() for p in objects.rglob("*") if p.is_file()}
     assert stored == {hashlib.sha256(c.data).hexdigest() for c in valid_cases()}
+
+
+def test_a_worker_runs_at_most_this_machines_cores_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hf-ingest worker` is Prefect's process worker for the hf-ingest pool with a limit: this machine's cores by
+    default (a shard run is one busy process), WORKER_LIMIT or --limit otherwise."""
+    from deployments.worker import machine_cores, worker_argv
+    from hf_ingest import runtime
+
+    argv = worker_argv(None, "machine-1")
+    assert argv[1:] == ["worker", "start", "--pool", "hf-ingest", "--type", "process", "--limit",
+                        str(machine_cores()), "--name", "machine-1"]
+    assert machine_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("WORKER_LIMIT", "7")
+    runtime.reset()
+    assert worker_argv(None, None)[-2:] == ["--limit", "7"]
+    assert worker_argv(3, None)[-2:] == ["--limit", "3"]
+    assert build_parser().parse_args(["worker", "--limit", "2", "--name", "w"]).limit == 2
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--limit", "0"])

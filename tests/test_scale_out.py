@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -97,9 +98,6 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
         "BATCH_SIZE": "64",
         "RECONCILE_INTERVAL_SECONDS": "2",
         "HF_INGEST_ZOMBIE_SECONDS": "45",  # 1.5 heartbeats: a dead run is crashed sooner (default: 3)
-        # The stack's worker runs the parent and one child at most, so the second machine always takes shards
-        # (unlimited, the first worker to poll took them all once: the kill test then had no victim)
-        "WORKER_LIMIT": "2",
     }
     up = _stack_command(env, "up")
     if up.returncode != 0:
@@ -111,9 +109,10 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
     name = "second-machine"
     worker_env = {**env, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home / "prefect"),
                   "PREFECT_WORKER_QUERY_SECONDS": "0.5", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # both workers as README says to start one, with their defaults: each runs at most this machine's cores
+    # (unlimited, the first worker to poll took every shard, and the second machine sat idle)
     second = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "hf-ingest", "--type", "process",
-         "--name", name],
+        [str(Path(sys.executable).parent / "hf-ingest"), "worker", "--name", name],
         cwd=home, env=worker_env, stdout=(home / "worker.log").open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True,
     )
@@ -195,7 +194,9 @@ def test_a_worker_killed_mid_import_leaves_the_job_to_the_other_one(
         victims = {two_workers.worker_of(s.flow_run_id) for s in running} - {parent_worker, None}
         if parent_worker and victims:
             break
-        assert time.monotonic() < deadline, (parent_worker, shards)
+        assert time.monotonic() < deadline, (
+            parent_worker, two_workers.wait_for(body["job_id"], {"queued", "running", "completed", "failed"}, 1)["status"],
+            [(s.shard, s.status.value, s.attempts, s.flow_run_id and two_workers.worker_of(s.flow_run_id)) for s in shards])
         time.sleep(0.3)
     victim = victims.pop()
     if victim == two_workers.second_name:
@@ -239,9 +240,10 @@ def test_cancel_stops_the_children_and_prefects_retry_resumes_as_the_successor(
     assert two_workers.wait_for(str(job_id), {"cancelled"}, timeout=60)["status"] == "cancelled"
     children = [s.flow_run_id for s in two_workers.store.list_shards(job_id) if s.flow_run_id]
     deadline = time.monotonic() + 120
-    while True:  # Prefect cancels the subflow runs of a cancelled run
+    while True:  # Prefect cancels the subflow runs of a cancelled run; the UI offers Retry once the run is Cancelled
         states = {httpx.get(f"{two_workers.api_url}/flow_runs/{run}").json()["state"]["type"] for run in children}
-        if states <= {"COMPLETED", "CANCELLED", "CANCELLING"}:
+        parent = httpx.get(f"{two_workers.api_url}/flow_runs/{body['flow_run_id']}").json()["state"]["type"]
+        if states <= {"COMPLETED", "CANCELLED", "CANCELLING"} and parent == "CANCELLED":
             break
         assert time.monotonic() < deadline, states
         time.sleep(1)
@@ -292,3 +294,33 @@ def test_a_shard_out_of_attempts_fails_the_job_naming_it_after_the_others_finish
     count, distinct, shas = _scene_rows(two_workers, repo)
     stored = {sha for row, sha in by_row.items() if row >= broken.end_row}  # the damaged file ends the shard's reads
     assert count == distinct == len(stored) and shas == stored  # nothing of the other shards lost
+
+
+@pytest.mark.timeout(300)
+def test_on_one_machine_the_waiting_parent_imports_the_shards_no_worker_took(
+    two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
+) -> None:
+    """The second machine is paused (SIGSTOP): one worker, at its default limit of this machine's cores (2),
+    runs the parent and one child run at a time. The parent, once its own shard is done, cancels the child
+    runs that no worker has taken and imports their shards itself, so no slot idles while shards wait; every
+    image is stored once and the job completes."""
+    repo, by_row, rows = _publish(hub_server, tmp_path, "one-machine")
+    valid = set(by_row.values())
+    os.kill(two_workers.second_worker.pid, signal.SIGSTOP)
+    try:
+        body = two_workers.post({"dataset": repo})
+        job = two_workers.wait_for(body["job_id"], {"completed", "failed"}, timeout=240)
+    finally:
+        os.kill(two_workers.second_worker.pid, signal.SIGCONT)
+    assert job["status"] == "completed", (job["error"], job["progress"])
+    shards = two_workers.store.list_shards(uuid.UUID(body["job_id"]))
+    by_parent = [s.shard for s in shards if s.flow_run_id == body["flow_run_id"]]
+    assert by_parent[0] == 0 and len(by_parent) >= 2, [(s.shard, s.flow_run_id) for s in shards]
+    runs = httpx.post(f"{two_workers.api_url}/flow_runs/filter",
+                      json={"flow_runs": {"tags": {"all_": [f"job:{body['job_id']}"]}}}).json()
+    cancelled = [r for r in runs if r["state"]["type"] == "CANCELLED"]
+    assert len(cancelled) == len(by_parent) - 1  # each shard the parent took beyond its own: a child run it cancelled
+    assert all(r["state"]["message"] == "its shard was imported by the parent run" for r in cancelled)
+    count, distinct, shas = _scene_rows(two_workers, repo)
+    assert count == distinct == len(valid) and shas == valid
+    assert all(s.status.value == "completed" and s.attempts == 1 for s in shards)

@@ -184,3 +184,39 @@ def test_hf_ingest_run_outside_a_deployment_never_shards(three_files: Path, monk
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_one_run_claims_a_shard_attempt_and_the_others_let_it_go(store: SqlJobStore) -> None:
+    """A shard's attempt may be started by its child run or by the parent that has nothing else to do: the
+    first to claim it in `job_shards` gets it (running, its run recorded); a claim of another attempt, or of a
+    shard not pending, gets nothing."""
+    job = uuid.uuid4()
+    store.create_job(job, {"dataset": "o/n"})
+    store.add_shards(plan_shards(job, 3000, 3))
+    store.update_shard(job, 1, status=ShardStatus.PENDING, attempt=True, checkpoint=120)
+    assert store.claim_shard(job, 1, 2, "child-run") is None  # not that attempt
+    claimed = store.claim_shard(job, 1, 1, "parent-run")
+    assert claimed is not None and claimed.status is ShardStatus.RUNNING and claimed.flow_run_id == "parent-run"
+    assert claimed.checkpoint == 120 and claimed.first_row == 1000  # as it stands: where the import resumes
+    assert store.claim_shard(job, 1, 1, "child-run") is None  # taken
+    assert store.list_shards(job)[1].flow_run_id == "parent-run"
+    store.update_shard(job, 2, status=ShardStatus.COMPLETED)
+    assert store.claim_shard(job, 2, 0, "child-run") is None  # finished shards are never claimed
+
+
+def test_the_supabase_store_claims_with_one_filtered_patch() -> None:
+    from hf_ingest.jobstore.supabase import SupabaseJobStore
+
+    job = uuid.uuid4()
+    row = {"job_id": str(job), "shard": 1, "first_row": 10, "end_row": 20, "status": "running", "checkpoint": 3,
+           "counts": {}, "attempts": 2, "flow_run_id": "run-x", "error": None}
+    store = SupabaseJobStore.from_credentials("https://ref.supabase.co", "service-role-key-0123456789")
+    with respx.mock(base_url="https://ref.supabase.co/rest/v1") as api:
+        update = api.patch("/job_shards").mock(side_effect=[httpx.Response(200, json=[row]), httpx.Response(200, json=[])])
+        claimed = store.claim_shard(job, 1, 2, "run-x")
+        assert claimed is not None and claimed.flow_run_id == "run-x" and claimed.checkpoint == 3
+        assert store.claim_shard(job, 1, 2, "run-y") is None
+    params = update.calls[0].request.url.params
+    assert (params["job_id"], params["shard"], params["status"], params["attempts"]) == (
+        f"eq.{job}", "eq.1", "eq.pending", "eq.2")
+    assert json.loads(update.calls[0].request.content)["status"] == "running"

@@ -40,6 +40,7 @@ class LiveStack:
     trigger: str
     api_url: str
     env: dict[str, str]
+    database_url: str
     store: SqlJobStore
     datasets: Path
     state: Path
@@ -81,7 +82,6 @@ def live_stack() -> Iterator[LiveStack]:
     write_parquet_dataset(datasets / "large", rows)
     rows = [{"image": encode_image((24, 24), "PNG", color=(i % 256, (i // 256) % 256, 9)), "i": i} for i in range(20000)]
     write_parquet_dataset(datasets / "huge", rows, shards=4)
-    database_url = f"sqlite:///{state / 'hf_ingest.db'}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -89,7 +89,6 @@ def live_stack() -> Iterator[LiveStack]:
         "PREFECT_PORT": str(free_port()),
         "TRIGGER_PORT": str(free_port()),
         "WEBHOOK_SECRET": SECRET,
-        "DATABASE_URL": database_url,
         "STORAGE_URL": str(state / "objects"),
         "LOCAL_DATASET_ROOT": str(datasets),
         "BATCH_SIZE": "64",
@@ -104,10 +103,14 @@ def live_stack() -> Iterator[LiveStack]:
         logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in (state / "logs").glob("*.log"))
         _stack_command(env, "down")
         pytest.fail(f"stack did not come up: {up.stdout}\n{up.stderr}\n{logs}")
+    # no DATABASE_URL: jobs and scenes go to the stack's own PostgreSQL, as with `make up`'s defaults
+    database_url = (state / "run" / "jobs-db.url").read_text().strip()
+    assert database_url.startswith("postgresql://")
     stack = LiveStack(
         trigger=f"http://127.0.0.1:{env['TRIGGER_PORT']}",
         api_url=f"http://127.0.0.1:{env['PREFECT_PORT']}/api",
         env=env,
+        database_url=database_url,
         store=SqlJobStore.from_url(database_url),
         datasets=datasets,
         state=state,
@@ -129,7 +132,7 @@ def live_stack() -> Iterator[LiveStack]:
 
 @pytest.fixture(autouse=True)
 def _stack_env(live_stack: LiveStack, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", live_stack.env["DATABASE_URL"])
+    monkeypatch.setenv("DATABASE_URL", live_stack.database_url)
 
 
 def _seconds(later: str, earlier: str) -> float:
@@ -330,7 +333,8 @@ def test_prefect_down_answers_503_keeps_the_job_queued_and_it_starts_once_prefec
     """A trigger that cannot reach Prefect answers 503 and leaves the job `queued` with the reason; the
     stack's own trigger (whose Prefect answers) then starts it from its reconciler, and it completes."""
     port = free_port()
-    env = {**live_stack.env, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api", "RECONCILE_INTERVAL_SECONDS": "0"}
+    env = {**live_stack.env, "DATABASE_URL": live_stack.database_url,
+           "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api", "RECONCILE_INTERVAL_SECONDS": "0"}
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "uvicorn"), "deployments.trigger:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=CHECKOUT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

@@ -78,3 +78,9 @@ class JobStore(Protocol):
     ) -> None:
         """Change what is given (`attempt`: one more attempt started); a completed shard stays completed."""
         ...
+
+    def claim_shard(self, job_id: uuid.UUID, shard: int, attempt: int, runner: str) -> Shard | None:
+        """Take the shard's attempt `attempt` for the flow run `runner`, if it is still `pending` at that attempt:
+        one of the runs that may start it (its child run, or the parent that has nothing else to do) wins.
+        Returns the shard as taken (running), or None if another run has it (or it moved on)."""
+        ...

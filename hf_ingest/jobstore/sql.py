@@ -338,6 +338,18 @@ class SqlJobStore:
         with self._writing() as conn:
             conn.execute(statement)
 
+    def claim_shard(self, job_id: uuid.UUID, shard: int, attempt: int, runner: str) -> Shard | None:
+        statement = (
+            job_shards.update()
+            .where(job_shards.c.job_id == job_id, job_shards.c.shard == shard,
+                   job_shards.c.status == ShardStatus.PENDING.value, job_shards.c.attempts == attempt)
+            .values(status=ShardStatus.RUNNING.value, flow_run_id=runner, updated_at=utcnow())
+            .returning(*job_shards.c)
+        )
+        with self._writing() as conn:
+            row = conn.execute(statement).mappings().first()
+        return _shard(row) if row else None
+
 
 def _shard(row: sa.RowMapping) -> Shard:
     return Shard(

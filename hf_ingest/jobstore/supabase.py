@@ -253,6 +253,19 @@ class SupabaseJobStore:
         )
 
 
+    def claim_shard(self, job_id: uuid.UUID, shard: int, attempt: int, runner: str) -> Shard | None:
+        response = _call(
+            lambda: self.client.table("job_shards")
+            .update({"status": ShardStatus.RUNNING.value, "flow_run_id": runner, "updated_at": utcnow().isoformat()})
+            .eq("job_id", str(job_id))
+            .eq("shard", shard)
+            .eq("status", ShardStatus.PENDING.value)
+            .eq("attempts", attempt)
+            .execute()
+        )
+        return _shard(response.data[0]) if response.data else None
+
+
 def _shard(row: dict[str, Any]) -> Shard:
     return Shard(
         job_id=uuid.UUID(row["job_id"]), shard=int(row["shard"]), first_row=int(row["first_row"]),

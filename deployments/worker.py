@@ -1,0 +1,43 @@
+"""`hf-ingest worker`: a Prefect process worker for the `hf-ingest` pool that takes its share of the work.
+
+A worker with no limit takes every scheduled run it is offered: the first machine to poll claimed every
+shard of an import, ran more processes than it has cores, and a second machine sat idle. So this worker
+runs at most `--limit` flow runs at once (Prefect's `worker start --limit`): WORKER_LIMIT, else the cores
+this process may use (a shard run is one busy process). Runs over the limit stay Scheduled for the other
+workers of the pool. A parent run that waits for its shards holds a slot too, but does the work of any
+shard no worker has started (flows/import_shard.py), so the slot is never idle.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+WORK_POOL = "hf-ingest"
+
+
+def machine_cores() -> int:
+    """The CPUs this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_argv(limit: int | None, name: str | None) -> list[str]:
+    """The `prefect worker start` command line of an hf-ingest worker."""
+    from blocks.settings import get_settings
+
+    limit = limit or get_settings().worker_limit or machine_cores()
+    argv = [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
+            "--limit", str(limit)]
+    return argv + (["--name", name] if name else [])
+
+
+def start(limit: int | None = None, name: str | None = None) -> None:
+    """Become the worker (exec): signals reach Prefect's worker directly, as if it had been started by hand."""
+    argv = worker_argv(limit, name)
+    print(f"hf-ingest worker: pool {WORK_POOL}, at most {argv[argv.index('--limit') + 1]} flow runs at once",
+          flush=True)
+    os.execv(argv[0], argv)

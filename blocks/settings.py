@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     shard_attempts: int = Field(default=3, gt=0, le=20)  # a shard's child runs before the import fails
     worker_limit: int | None = Field(default=None, gt=0)  # `hf-ingest worker`: flow runs at once (default: cores)
     progress_interval_seconds: float = Field(default=2.0, ge=0)
+    outage_seconds: float = Field(default=120.0, gt=0)  # an import waits this long for the Prefect API or the database
     reconcile_interval_seconds: float = Field(default=15.0, ge=0)  # 0: the trigger runs no reconciler
     reconcile_queued_grace_seconds: float = Field(default=60.0, ge=0)  # a queued job without a run waits this long
 

@@ -2,7 +2,7 @@
 
 Runs emit `prefect.flow-run.heartbeat` every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds (the
 deployments set 30). If, after a worker takes a run (Pending), the run starts or it beats, neither
-Running, a heartbeat nor a final state follows within HF_INGEST_ZOMBIE_SECONDS (three intervals by
+Running, a heartbeat nor a final state follows within HF_INGEST_ZOMBIE_SECONDS (six intervals by
 default), the process or its worker is gone (SIGKILL, OOM, a lost machine): the server sets the run
 Crashed, and the reconciler then fails its job with "crashed: ..." (or the parent run starts a crashed
 shard again). It matches only runs of this project's

@@ -8,8 +8,9 @@ idempotent command (`make up` runs it; run it again after changing any of it).
    SHARD_CONCURRENCY (4) shard runs at once on `shards` (size it to the workers' cores); runs over a
    limit stay Scheduled, unoffered to workers, and cost nothing while they wait;
 4. the block types of `blocks/` (R2 bucket, Supabase credentials);
-5. (HF_INGEST_ZOMBIE_SECONDS, 3 heartbeats by default: how long a run may stay silent before the
-   zombie automation crashes it)
+5. (HF_INGEST_ZOMBIE_SECONDS, 6 heartbeats by default: how long a run may stay silent before the
+   zombie automation crashes it; a run cannot beat while the server is down, so this also bounds how long
+   an outage of the Prefect server may last before live runs are taken for dead: ~2 minutes by default)
 6. the global concurrency limits `hf-ingest-database-writes` (DATABASE_WRITE_CONCURRENCY, 8) and
    `hf-ingest-object-writes` (OBJECT_WRITE_CONCURRENCY, 16): a batch of a deployment run holds a slot
    of each while it writes its objects and scenes, so the smaller bounds the batches writing at once
@@ -33,6 +34,11 @@ WORK_POOL = "hf-ingest"
 QUEUES = {"default": "IMPORT_CONCURRENCY", "shards": "SHARD_CONCURRENCY"}
 SHARD_DEPLOYMENT = "hf-ingest-shard/default"
 WRITE_LIMITS = {"hf-ingest-database-writes": "DATABASE_WRITE_CONCURRENCY", "hf-ingest-object-writes": "OBJECT_WRITE_CONCURRENCY"}
+# A run's heartbeats are lost while the server is down, and after a restart the server judges the silence at once:
+# silence = the heartbeat before the outage (up to one interval) + the outage + the next one (one interval). Six
+# intervals of 30 s leave an outage of up to ~2 minutes (a restart, an upgrade); three took live runs for dead
+# after a 60 s restart.
+ZOMBIE_HEARTBEATS = 6
 DEFAULTS = {"IMPORT_CONCURRENCY": 4, "SHARD_CONCURRENCY": 4, "DATABASE_WRITE_CONCURRENCY": 8, "OBJECT_WRITE_CONCURRENCY": 16}
 
 
@@ -97,7 +103,7 @@ def main() -> int:
     _prefect("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite", env=env)
     _prefect("--no-prompt", "deploy", "--all", env=env)
     _prefect("block", "register", "-m", "blocks.prefect_blocks", env=env)
-    silence = int(env.get("HF_INGEST_ZOMBIE_SECONDS", 3 * heartbeat))
+    silence = int(env.get("HF_INGEST_ZOMBIE_SECONDS", ZOMBIE_HEARTBEATS * heartbeat))
     if silence <= heartbeat:
         raise SystemExit("HF_INGEST_ZOMBIE_SECONDS must be longer than HF_INGEST_HEARTBEAT_SECONDS")
     deployment_ids = asyncio.run(_limits_and_deployment_ids(env))

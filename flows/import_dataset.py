@@ -43,10 +43,11 @@ from flows.import_tasks import (
     run_log,
 )
 from flows.job_state_hooks import ensure_job, mirror_job_state
+from flows.platform import from_jobs_db
 from flows.run_artifacts import ProgressArtifact, label_run, publish_summary
 from flows.run_context import is_deployment_run
 from hf_ingest import runtime
-from hf_ingest.backoff import call_with_backoff
+from hf_ingest.backoff import Unreachable
 from hf_ingest.import_request import InvalidImport, validate_import
 from hf_ingest.jobstore import JobStatus
 from hf_ingest.logs import install_secret_filter, redact
@@ -130,11 +131,13 @@ async def hf_ingest(
             await asyncio.to_thread(reporter.finish, progress)
         except BaseException as exc:
             error = redact(f"{type(exc).__name__}: {exc}", settings.secret_values())
+            if isinstance(exc, Unreachable):  # the state hooks follow Prefect, which may be what is unreachable
+                await from_jobs_db(lambda: runtime.job_store().advance(job_id, JobStatus.FAILED, error=error))
             await asyncio.to_thread(publish_summary, _report(job_id, request, stream, progress, started, error))
             raise
 
         final_counts = progress.as_dict()
-        await asyncio.to_thread(call_with_backoff, lambda: runtime.job_store().update_progress(job_id, final_counts))
+        await from_jobs_db(lambda: runtime.job_store().update_progress(job_id, final_counts))
         await asyncio.to_thread(publish_summary, _report(job_id, request, stream, progress, started))
         log.info("record", "import finished", **final_counts)
         return {"job_id": str(job_id), **final_counts}

@@ -35,6 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.settings import get_settings
 from deployments.prefect_setup import SHARD_DEPLOYMENT
 from flows.import_tasks import ProgressReporter, ingest_stream, no_secrets_in_errors, open_source, run_log
+from flows.platform import from_jobs_db, from_prefect
 from hf_ingest import runtime
 from hf_ingest.jobstore import Shard, ShardStatus
 from hf_ingest.logs import install_secret_filter, redact
@@ -88,13 +89,13 @@ async def hf_ingest_shard(
         install_secret_filter(get_settings().secret_values())
         store = runtime.job_store()
         try:
-            record = _shard_of(await asyncio.to_thread(store.list_shards, job_id), shard)
+            record = _shard_of(await from_jobs_db(lambda: store.list_shards(job_id)), shard)
         except StopIteration:
             raise PermanentIngestError(f"job {job_id} has no shard {shard}") from None
         if record.status is ShardStatus.COMPLETED:
             return record.counts
-        claimed = await asyncio.to_thread(store.claim_shard, job_id, shard, record.attempts if attempt is None
-                                          else attempt, str(current_flow_run.id))
+        claimed = await from_jobs_db(lambda: store.claim_shard(
+            job_id, shard, record.attempts if attempt is None else attempt, str(current_flow_run.id)))
         if claimed is None:
             run_log().info("plan", "shard taken by another run; nothing to do", shard=shard, attempt=attempt or "-")
             return {"taken_by_another_run": True}
@@ -116,8 +117,8 @@ async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStre
     with runtime.long_lived_objects_frozen():
         await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress)
     counts = progress.as_dict()
-    await asyncio.to_thread(store.update_shard, job_id, record.shard, status=ShardStatus.COMPLETED, counts=counts,
-                            checkpoint=record.rows)
+    await from_jobs_db(lambda: store.update_shard(job_id, record.shard, status=ShardStatus.COMPLETED, counts=counts,
+                                                  checkpoint=record.rows))
     return counts
 
 
@@ -145,12 +146,9 @@ async def import_in_shards(
     settings = get_settings()
     store = runtime.job_store()
     log = run_log()
-    shards = await asyncio.to_thread(store.list_shards, job_id)
+    shards = await from_jobs_db(lambda: store.list_shards(job_id))
     if not shards:  # a resumed job already has its shards (kept as they were planned)
-        rows = stream.rows_to_read or 0
-        shards = await asyncio.to_thread(
-            store.add_shards, plan_shards(job_id, rows, count)
-        )
+        shards = await from_jobs_db(lambda: store.add_shards(plan_shards(job_id, stream.rows_to_read or 0, count)))
     log.info("plan", "import sharded", shards=len(shards), rows=shards[-1].end_row,
              done=sum(1 for s in shards if s.status is ShardStatus.COMPLETED))
     params = {"dataset": request.dataset, "revision": stream.revision or request.revision, "config": request.config,
@@ -169,7 +167,7 @@ async def import_in_shards(
     finally:
         summing.cancel()
         helping.cancel()
-    progress = _progress_of(await asyncio.to_thread(store.list_shards, job_id))
+    progress = _progress_of(await from_jobs_db(lambda: store.list_shards(job_id)))
     reporter.report_now(progress)
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
     if len(failures) > 1 and isinstance(failures[0], ShardFailed):
@@ -205,14 +203,14 @@ class ParentShare:
         store = runtime.job_store()
         error = None
         try:
-            claimed = await asyncio.to_thread(store.claim_shard, self.job_id, shard, attempt, self.run_id)
+            claimed = await from_jobs_db(lambda: store.claim_shard(self.job_id, shard, attempt, self.run_id))
             if claimed is None:
                 raise PermanentIngestError(f"shard {shard}, attempt {attempt}: taken by another run")
             await import_shard_rows(self.job_id, claimed, self.split)
         except Exception as exc:  # noqa: BLE001 - the shard goes on in a child run, from its checkpoint
             error = redact(f"{type(exc).__name__}: {exc}", get_settings().secret_values())
             self.failed_here.add(shard)
-            await asyncio.to_thread(store.update_shard, self.job_id, shard, status=ShardStatus.FAILED, error=error[:2000])
+            await from_jobs_db(lambda: store.update_shard(self.job_id, shard, status=ShardStatus.FAILED, error=error[:2000]))
         finally:
             self._first_done.set()
         self.outcome(shard, attempt).set_result(error)
@@ -276,7 +274,7 @@ async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], na
     store = runtime.job_store()
     error = "not started"
     for attempt in range(shard.attempts + 1, shard.attempts + attempts + 1):
-        await asyncio.to_thread(store.update_shard, job_id, shard.shard, status=ShardStatus.PENDING, attempt=True)
+        await from_jobs_db(lambda: store.update_shard(job_id, shard.shard, status=ShardStatus.PENDING, attempt=True))
         if first and attempt == shard.attempts + 1:
             failure = await here.run(shard.shard, attempt)
             if failure is None:
@@ -285,7 +283,7 @@ async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], na
             run_log().warning("plan", "shard did not complete here; starting it as a child run", shard=shard.shard,
                               error=error[:500])
             continue
-        child = await arun_deployment(
+        child = await from_prefect(lambda: arun_deployment(  # the idempotency key makes a repeat the same run
             SHARD_DEPLOYMENT,
             parameters={**{k: v for k, v in params.items() if v is not None}, "job_id": str(job_id),
                         "shard": shard.shard, "attempt": attempt},
@@ -293,10 +291,10 @@ async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], na
             tags=[*run_tags(params["dataset"], "shard"), f"job:{job_id}"],
             idempotency_key=f"hf-ingest-{job_id}-shard-{shard.shard}-attempt-{attempt}",
             timeout=0,
-        )
+        ))
         here.waiting[shard.shard] = (attempt, child.id)
-        try:
-            finished = await wait_for_flow_run(child.id, timeout=7 * 24 * 3600, log_states=False)  # events, not polls
+        try:  # Prefect's wait follows events, not polls; after a restart of the server it reads the run again
+            finished = await from_prefect(lambda: wait_for_flow_run(child.id, timeout=7 * 24 * 3600, log_states=False))
         finally:
             here.waiting.pop(shard.shard, None)
         if (shard.shard, attempt) in here.taken:  # the parent cancelled the child run and imports the shard itself
@@ -304,7 +302,7 @@ async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], na
             if failure is None:
                 return
             error = failure
-        elif _shard_of(await asyncio.to_thread(store.list_shards, job_id), shard.shard).status is ShardStatus.COMPLETED:
+        elif _shard_of(await from_jobs_db(lambda: store.list_shards(job_id)), shard.shard).status is ShardStatus.COMPLETED:
             return
         else:
             error = (finished.state.message if finished.state else None) or "ended without a state"
@@ -312,7 +310,7 @@ async def _run_shard(job_id: uuid.UUID, shard: Shard, params: dict[str, Any], na
                 break  # cancelled (with its parent): not a failure to retry
         run_log().warning("plan", "shard run did not complete; starting it again", shard=shard.shard,
                           attempt=attempt, state=finished.state.type.value if finished.state else "-")
-    await asyncio.to_thread(store.update_shard, job_id, shard.shard, status=ShardStatus.FAILED, error=error[:2000])
+    await from_jobs_db(lambda: store.update_shard(job_id, shard.shard, status=ShardStatus.FAILED, error=error[:2000]))
     raise ShardFailed(f"{shard.describe()} failed after {attempts} attempts: {error}"[:2000])
 
 

@@ -75,7 +75,8 @@ def ingest_rows(rows: list[ImageRow], source: SceneSource, reader: ImageReader, 
     """Decode every image, skip and count the bad ones, write the good ones' original bytes, upsert
     their scenes. A retry repeats all of it cheaply: stored objects are found, recorded scenes kept."""
     started = time.perf_counter()
-    outcome = ingest_batch(rows, source, reader, runtime.object_store(), runtime.job_store(), _write_gate(shared_writes))
+    outcome = ingest_batch(rows, source, reader, runtime.object_store(), runtime.job_store(), _write_gate(shared_writes),
+                           get_settings().outage_seconds)
     run_log().info(
         "store",
         "batch stored",

@@ -22,6 +22,9 @@ from typing import Any
 
 import httpx
 
+from blocks.settings import get_settings
+from hf_ingest.backoff import Outage
+
 LEASE_SECONDS = 60  # the shortest lease Prefect allows: a killed worker's slots come back within a minute
 LOCKED = 423  # the server's answer while every slot of a limit is taken (with Retry-After)
 log = logging.getLogger("hf_ingest.write_slots")
@@ -82,19 +85,33 @@ class WriteSlots:
             finally:
                 with self._lock:
                     self._leases.pop(lease_id, None)
-                client.release_concurrency_slots_with_lease(lease_id)
+                try:
+                    client.release_concurrency_slots_with_lease(lease_id)
+                except Exception as exc:  # noqa: BLE001 - the batch is written; an unreleased lease lapses
+                    log.warning("write slots not given back (%s: %s); they come back within %g s",
+                                type(exc).__name__, exc, self.lease_seconds)
 
     def _acquire(self, client: Any) -> uuid.UUID | None:
+        """The lease of one slot of each limit: waits while every slot is taken, and while the Prefect API is
+        unreachable (a server restart), up to OUTAGE_SECONDS."""
+        from flows.platform import prefect_api_name
+
         holder = _holder()
+        outage = Outage(prefect_api_name(), get_settings().outage_seconds)
         while True:
+            began = outage.clock()
             try:
                 answer = client.increment_concurrency_slots_with_lease(
                     names=self.names, slots=1, mode="concurrency", lease_duration=self.lease_seconds, holder=holder
                 ).json()
             except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != LOCKED:
-                    raise
-                time.sleep(float(exc.response.headers.get("Retry-After") or 1.0))  # the server jitters it
+                if exc.response.status_code == LOCKED:
+                    time.sleep(float(exc.response.headers.get("Retry-After") or 1.0))  # the server jitters it
+                else:
+                    time.sleep(outage.delay(exc, began))  # 5xx: waits; anything else: raised
+                continue
+            except Exception as exc:  # noqa: BLE001 - `delay` re-raises what is not transient
+                time.sleep(outage.delay(exc, began))
                 continue
             return uuid.UUID(answer["lease_id"]) if answer.get("limits") else None
 

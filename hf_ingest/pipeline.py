@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hf_ingest.backoff import call_through_outage
 from hf_ingest.dataset_files import DatasetFiles
 from hf_ingest.images import ImageInfo, InvalidImage, InvalidReason, inspect_image
 from hf_ingest.jobstore.base import JobStore
@@ -181,15 +182,18 @@ def ingest_batch(
     objects: ObjectStore,
     jobs: JobStore,
     gate: Gate = nullcontext,
+    database_outage_seconds: float = 0.0,
 ) -> BatchOutcome:
     """Validate, store and record one batch; safe to repeat (objects are content-addressed, scenes upserted).
 
     `gate` bounds the writes across processes (the flows pass Prefect's global concurrency limits): one
-    gate for both writes, as each use of Prefect's costs ~50 ms of CPU and a round trip (measured)."""
+    gate for both writes, as each use of Prefect's costs ~50 ms of CPU and a round trip (measured). The
+    scenes wait up to `database_outage_seconds` for a jobs database that is restarting."""
     validated = validate_rows(rows, reader)
     with gate():
         scenes, outcome = store_validated(objects, validated, source)
-        recorded = jobs.upsert_scenes(scenes)
+        recorded = call_through_outage(lambda: jobs.upsert_scenes(scenes), "the jobs database",
+                                       database_outage_seconds)
     return replace(outcome, scenes_recorded=recorded.inserted, scenes_updated=recorded.updated)
 
 

@@ -37,6 +37,7 @@ _runtime_dir.mkdir(mode=0o700, exist_ok=True)
 os.environ["XDG_RUNTIME_DIR"] = str(_runtime_dir)
 
 from hf_ingest import runtime  # noqa: E402
+from tests.live_stack import live_stack  # noqa: E402,F401  (one stack per session, for every end-to-end module)
 
 SETTING_NAMES = sorted(session_guard.setting_names())  # dropped again before each test: none leaks between tests
 

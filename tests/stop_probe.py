@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.fault_proxy import free_port
-from tests.test_trigger_e2e import CHROMIUM, CHROMIUM_ARGS, _stack_command
+from tests.live_stack import _stack_command
+from tests.test_trigger_e2e import CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture

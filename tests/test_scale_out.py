@@ -35,7 +35,7 @@ from tests.hub_server import HubServer
 from tests.image_cases import corrupt_first_data_page
 from tests.seaweed_server import SeaweedServer
 from tests.test_jobstore_sql import _fresh_database
-from tests.test_trigger_e2e import _stack_command
+from tests.live_stack import _stack_command
 
 SECRET = "scale-out-secret-0123456789"
 FILES, ROWS_PER_FILE = 8, 300
@@ -97,7 +97,7 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
         "SHARD_CONCURRENCY": str(SHARD_CONCURRENCY),
         "BATCH_SIZE": "64",
         "RECONCILE_INTERVAL_SECONDS": "2",
-        "HF_INGEST_ZOMBIE_SECONDS": "45",  # 1.5 heartbeats: a dead run is crashed sooner (default: 3)
+        "HF_INGEST_ZOMBIE_SECONDS": "45",  # 1.5 heartbeats: a dead run is crashed sooner (default: 6)
     }
     up = _stack_command(env, "up")
     if up.returncode != 0:

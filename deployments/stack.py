@@ -90,6 +90,8 @@ class Stack:
             PREFECT_WORKER_QUERY_SECONDS=env.get("PREFECT_WORKER_QUERY_SECONDS", "0.5"),
             PREFECT_WORKER_PREFETCH_SECONDS=env.get("PREFECT_WORKER_PREFETCH_SECONDS", "5"),
             PREFECT_RUNNER_POLL_FREQUENCY=env.get("PREFECT_RUNNER_POLL_FREQUENCY", "1"),
+            # The server answers 500 while its database restarts: retried, as the runs' clients do (prefect.yaml).
+            PREFECT_CLIENT_RETRY_EXTRA_CODES=env.get("PREFECT_CLIENT_RETRY_EXTRA_CODES", "500"),
             # Runs send a heartbeat this often (the deployment sets it from this, `hf-ingest setup-prefect`);
             # the zombie automation crashes runs whose heartbeats stop.
             HF_INGEST_HEARTBEAT_SECONDS=env.get("HF_INGEST_HEARTBEAT_SECONDS", "30"),

@@ -58,6 +58,9 @@ from hf_ingest.source import DatasetRequest, DatasetStream, canonical_dataset
 from hf_ingest.summary import ImportReport
 from hf_ingest.transient import PermanentIngestError
 
+FAILURE_RECORD_SECONDS = 300.0  # why an import failed is worth waiting for: the database may be what was down
+
+
 @task(name="start-job", **BATCH_TASK_OPTIONS)
 @no_secrets_in_errors
 def start_job(job_id: uuid.UUID, params: dict[str, Any], flow_run_id: str) -> uuid.UUID:
@@ -132,7 +135,8 @@ async def hf_ingest(
         except BaseException as exc:
             error = redact(f"{type(exc).__name__}: {exc}", settings.secret_values())
             if isinstance(exc, Unreachable):  # the state hooks follow Prefect, which may be what is unreachable
-                await from_jobs_db(lambda: runtime.job_store().advance(job_id, JobStatus.FAILED, error=error))
+                await from_jobs_db(lambda: runtime.job_store().advance(job_id, JobStatus.FAILED, error=error),
+                                   FAILURE_RECORD_SECONDS)
             await asyncio.to_thread(publish_summary, _report(job_id, request, stream, progress, started, error))
             raise
 

@@ -21,9 +21,10 @@ def prefect_api_name() -> str:
     return f"the Prefect API ({PREFECT_API_URL.value() or 'a temporary local server'})"
 
 
-async def from_jobs_db(call: Callable[[], T]) -> T:
-    """A call of the jobs store, in a thread, waiting out a restart of the database."""
-    return await asyncio.to_thread(call_through_outage, call, "the jobs database", get_settings().outage_seconds)
+async def from_jobs_db(call: Callable[[], T], budget: float | None = None) -> T:
+    """A call of the jobs store, in a thread, waiting out a restart of the database (OUTAGE_SECONDS, or `budget`)."""
+    return await asyncio.to_thread(call_through_outage, call, "the jobs database",
+                                   get_settings().outage_seconds if budget is None else budget)
 
 
 async def from_prefect(call: Callable[[], Awaitable[T]]) -> T:

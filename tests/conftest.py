@@ -116,7 +116,8 @@ def postgres_url() -> Iterator[str]:
 def pytest_configure(config: pytest.Config) -> None:
     """Orphaned servers stay ours to stop, and SIGTERM stops the suite as Ctrl-C does."""
     session_guard.become_subreaper()
-    session_guard.install_stop_handlers()
+    is_xdist_controller = not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
+    session_guard.install_stop_handlers(forward_to_children=is_xdist_controller)
 
 
 @pytest.hookimpl(trylast=True)

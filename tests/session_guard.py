@@ -122,18 +122,27 @@ def _reap() -> None:
 
 
 _stopping = False
+_forward_to_children = False  # an xdist controller: its workers (its children) unwind their own fixtures
 
 
 def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
-    """First signal: unwind as Ctrl-C does (fixtures stop their servers); second: stop everything now."""
+    """First signal: unwind as Ctrl-C does (fixtures stop their servers; an xdist controller passes the signal
+    to its workers first); second: stop everything now."""
     global _stopping
     if not _stopping:
         _stopping = True
+        if _forward_to_children:
+            for child in psutil.Process().children():
+                with contextlib.suppress(psutil.Error):
+                    child.send_signal(signum)
         raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
     stop_descendants(grace=1.0)
     os._exit(128 + signum)
 
 
-def install_stop_handlers() -> None:
+def install_stop_handlers(forward_to_children: bool = False) -> None:
+    """`forward_to_children`: this process is pytest-xdist's controller, whose children are its workers."""
+    global _forward_to_children
+    _forward_to_children = forward_to_children
     signal.signal(signal.SIGTERM, _on_stop_signal)
     signal.signal(signal.SIGINT, _on_stop_signal)

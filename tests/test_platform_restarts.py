@@ -25,6 +25,9 @@ from tests.test_trigger_e2e import _flow_run_id_from
 
 ROWS = 8000  # per import: ~10 s in 64-row batches (the session stack's BATCH_SIZE), two at once
 
+# One worker of `make test` (pytest-xdist) runs the modules of the session's live stack, one stack for them all.
+pytestmark = pytest.mark.xdist_group("live-stack")
+
 
 def _dataset(stack: LiveStack, name: str, rows: int, files: int) -> str:
     """`rows` distinct PNGs in `files` parquet files, under the trigger's dataset root; returns its path."""

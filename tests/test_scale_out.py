@@ -42,6 +42,9 @@ FILES, ROWS_PER_FILE = 8, 300
 SHARD_CONCURRENCY = 4
 SHARDS = 1 + SHARD_CONCURRENCY  # the parent's own shard and one child run per slot of the shards queue
 
+# One worker of `make test` (pytest-xdist) runs this module whole, with its stack and its second worker.
+pytestmark = pytest.mark.xdist_group("scale-out")
+
 
 @dataclass
 class TwoWorkers:

@@ -34,6 +34,9 @@ HUB_TESTS = [
     "tests/test_dataset_files.py::test_hub_paths_resolve_inside_the_repo_at_the_commit_only",
 ]
 
+# One worker of `make test` (pytest-xdist) runs this module's sub-suites, one after the other.
+pytestmark = pytest.mark.xdist_group("sub-suites")
+
 
 def test_the_callers_variables_are_dropped_and_named_settings_with_them() -> None:
     environ = {**HOSTILE, "PATH": "/usr/bin", "HOME": "/root", "HF_INGEST_FORBID_SKIPS": "1"}
@@ -47,8 +50,8 @@ def _sub_suite(tmp_path: Path, *targets: str) -> tuple[subprocess.Popen[str], Pa
     ready, log = tmp_path / "ready", tmp_path / "sub-suite.log"
     env = {**os.environ, **HOSTILE, "HF_INGEST_TEST_SESSION": uuid.uuid4().hex,
            "HF_INGEST_STOP_PROBE_READY": str(ready)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA", *targets],
+    process = subprocess.Popen(  # as `make test` runs it: pyproject's options (two xdist workers)
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", *targets],
         cwd=CHECKOUT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     return process, ready, log
@@ -98,6 +101,10 @@ def _stop_and_check(tmp_path: Path, stop: signal.Signals, probe: str, *tests: st
     process, ready, log = _sub_suite(tmp_path, *tests, probe)
     try:
         _wait_for(ready, process, log, timeout=240)
+        deadline = time.monotonic() + 120
+        while not all(f"PASSED {test}" in log.read_text() for test in tests):  # the other worker's tests
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.5)
         started = _snapshot(process.pid)
         names = " ".join(" ".join(p.cmdline()) for p in started if p.is_running())
         for server in servers:

@@ -27,6 +27,9 @@ from tests.live_stack import CHECKOUT, SECRET, LiveStack, _stack_command
 
 VALID_SAMPLE_IMAGES = sum(1 for r in sample_rows() if r["scene"] != "broken")
 
+# One worker of `make test` (pytest-xdist) runs the modules of the session's live stack, one stack for them all.
+pytestmark = pytest.mark.xdist_group("live-stack")
+
 @pytest.fixture(autouse=True)
 def _stack_env(live_stack: LiveStack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", live_stack.database_url)

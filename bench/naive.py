@@ -31,7 +31,7 @@ def naive(dataset: str) -> int:
     runtime.job_store().create_job(job_id, request.as_params())
     stream = open_dataset(request)
     source = SceneSource.for_stream(job_id, stream)
-    reader = ImageReader.for_stream(stream, get_settings().max_image_pixels)
+    reader = ImageReader.for_stream(stream, get_settings().max_image_pixels, get_settings().derivative_sizes)
     futures = [ingest_one.submit(row, source, reader) for rows in stream.batches(256, 2**26) for row in rows]
     return sum(f.result() for f in futures)
 

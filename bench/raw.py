@@ -33,7 +33,7 @@ def main(dataset: str, first_row: int | None = None, end_row: int | None = None)
     if first_row is not None and end_row is not None:
         stream = stream.rows_between(first_row, end_row)
     source = SceneSource.for_stream(job_id, stream)
-    reader = ImageReader.for_stream(stream, settings.max_image_pixels)
+    reader = ImageReader.for_stream(stream, settings.max_image_pixels, settings.derivative_sizes)
 
     def work(rows: list[ImageRow]) -> BatchOutcome:
         return ingest_batch(rows, source, reader, objects, store)

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hf_ingest.derivatives import DerivativeSizes
+
 
 class Settings(BaseSettings):
     """Configuration shared by the flow, the CLI and the HTTP trigger."""
@@ -44,6 +46,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=8192, gt=0, le=100_000)
     batch_max_bytes: int = Field(default=64 * 2**20, gt=0)  # a batch closes at batch_size rows or this many bytes
     max_in_flight_batches: int = Field(default=3, gt=0, le=64)
+    derivatives: bool = True  # thumbnail, preview, placeholder and pHash of every image (hf_ingest/derivatives.py)
+    thumbnail_size: int = Field(default=256, gt=0, le=4096)  # longest side of the thumbnail (px)
+    preview_size: int = Field(default=1024, gt=0, le=8192)  # longest side of the preview (px)
+    near_duplicate_distance: int = Field(default=10, ge=0, le=24)  # pHash bits apart that still group (0: exact)
     store_concurrency: int = Field(default=128, gt=0, le=1024)  # uploads in flight per process (S3/R2)
     s3_client: Literal["obstore", "s3fs"] = "obstore"  # the S3 upload engine (see hf_ingest/storage.py)
     shard_rows: int = Field(default=50_000, gt=0)  # the least a shard holds: a deployment run of 2x this is sharded
@@ -55,6 +61,11 @@ class Settings(BaseSettings):
     outage_seconds: float = Field(default=120.0, gt=0)  # an import waits this long for the Prefect API or the database
     reconcile_interval_seconds: float = Field(default=15.0, ge=0)  # 0: the trigger runs no reconciler
     reconcile_queued_grace_seconds: float = Field(default=60.0, ge=0)  # a queued job without a run waits this long
+
+    @property
+    def derivative_sizes(self) -> DerivativeSizes | None:
+        """The derivatives' sizes, or None where DERIVATIVES is off."""
+        return DerivativeSizes(self.thumbnail_size, self.preview_size) if self.derivatives else None
 
     @property
     def uses_supabase(self) -> bool:

@@ -49,8 +49,9 @@ from flows.run_context import is_deployment_run
 from hf_ingest import runtime
 from hf_ingest.backoff import Unreachable
 from hf_ingest.import_request import InvalidImport, validate_import
-from hf_ingest.jobstore import JobStatus
+from hf_ingest.jobstore import JobStatus, SplitKey
 from hf_ingest.logs import install_secret_filter, redact
+from hf_ingest.near_duplicates import regroup
 from hf_ingest.pipeline import ImageReader, IngestProgress, SceneSource
 from hf_ingest.resume import create_successor
 from hf_ingest.shards import shard_count
@@ -82,6 +83,13 @@ def start_job(job_id: uuid.UUID, params: dict[str, Any], flow_run_id: str) -> uu
     run_log().warning("state", "job had ended; resuming it as its successor", ended=job.status.value,
                       successor=str(successor.id))
     return successor.id
+
+
+@task(name="group-near-duplicates", **BATCH_TASK_OPTIONS)
+@no_secrets_in_errors
+def group_near_duplicates(split: SplitKey, max_distance: int) -> int:
+    """Once every shard is in: the split's near-duplicate groups (`scenes.duplicate_of`), how many there are."""
+    return regroup(runtime.job_store(), split, max_distance)
 
 
 @flow(
@@ -128,9 +136,13 @@ async def hf_ingest(
                 progress = await import_in_shards(job_id, request, stream, reporter, shards)
             else:  # the common case: the whole split in this process, no added latency
                 source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
-                reader = ImageReader.for_stream(stream, settings.max_image_pixels)
+                reader = ImageReader.for_stream(stream, settings.max_image_pixels, settings.derivative_sizes)
                 with runtime.long_lived_objects_frozen():  # what is alive now outlives the batches: out of GC scans
                     await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress)
+            if settings.derivatives:
+                split = SplitKey(request.dataset, stream.config_name, request.split, stream.image_column)
+                progress.near_duplicates = await asyncio.to_thread(group_near_duplicates, split,
+                                                                   settings.near_duplicate_distance)
             await asyncio.to_thread(reporter.finish, progress)
         except BaseException as exc:
             error = redact(f"{type(exc).__name__}: {exc}", settings.secret_values())
@@ -188,6 +200,7 @@ def _report(
         seconds=time.monotonic() - started,
         progress=progress.as_dict(),
         sample_urls=progress.sample_urls,
+        sample_thumbnails=progress.sample_thumbnails,
         error=error,
     )
 

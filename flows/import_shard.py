@@ -113,7 +113,7 @@ async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStre
     _restore_counts(progress, record.counts)
     reporter = ProgressReporter(_shard_progress(job_id, record), settings.progress_interval_seconds, run_log())
     source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
-    reader = ImageReader.for_stream(stream, settings.max_image_pixels)
+    reader = ImageReader.for_stream(stream, settings.max_image_pixels, settings.derivative_sizes)
     with runtime.long_lived_objects_frozen():
         await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress)
     counts = progress.as_dict()
@@ -133,7 +133,8 @@ def _shard_progress(job_id: uuid.UUID, record: Shard) -> Any:
 
 def _restore_counts(progress: IngestProgress, counts: dict[str, Any]) -> None:
     """A shard resumed from its checkpoint goes on counting from what its earlier attempts counted."""
-    for name in ("rows_seen", "stored", "already_present", "scenes_recorded", "scenes_updated", "bytes_stored"):
+    for name in ("rows_seen", "stored", "already_present", "scenes_recorded", "scenes_updated", "bytes_stored",
+                 "derivatives_stored", "derivatives_backfilled"):
         setattr(progress, name, int(counts.get(name) or 0))
     progress.invalid.update(counts.get("invalid") or {})
 

@@ -10,11 +10,14 @@ content is untrusted input).
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 
 from PIL import Image, UnidentifiedImageError, features
+
+from hf_ingest.derivatives import DerivativeSizes, Derivatives, derive, draft_for_preview
 
 # Our own guard (max_pixels) replaces Pillow's global one, so a configured limit is the only limit.
 Image.MAX_IMAGE_PIXELS = None
@@ -64,10 +67,13 @@ class ImageInfo:
     format: str
     content_type: str
     extension: str
+    derivatives: Derivatives | None = None
 
 
-def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
-    """Decode `data` fully and describe it, or raise `InvalidImage` saying why it is unusable."""
+def inspect_image(data: bytes, max_pixels: int, sizes: DerivativeSizes | None = None) -> ImageInfo:
+    """Decode `data` and describe it, or raise `InvalidImage` saying why it is unusable. With `sizes`,
+    also make its derivatives from the same decode (a JPEG then decodes at the preview's scale)."""
+    derivatives: Derivatives | None = None
     if not data:
         raise InvalidImage(InvalidReason.EMPTY, "zero bytes")
     try:
@@ -82,8 +88,12 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
                         InvalidReason.TOO_LARGE,
                         f"{width}x{height} = {width * height} pixels exceeds MAX_IMAGE_PIXELS={max_pixels}",
                     )
+                if sizes is not None:
+                    draft_for_preview(image, sizes)
                 image.load()
                 fmt = image.format or "UNKNOWN"
+                if sizes is not None:
+                    derivatives = _derived(image, sizes)
     except InvalidImage:
         raise
     except UnidentifiedImageError:
@@ -100,4 +110,16 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
         format=fmt,
         content_type=_CONTENT_TYPES.get(fmt) or Image.MIME.get(fmt, "application/octet-stream"),
         extension=_EXTENSIONS.get(fmt, fmt.lower()),
+        derivatives=derivatives,
     )
+
+
+def _derived(image: Image.Image, sizes: DerivativeSizes) -> Derivatives | None:
+    """The derivatives, or None (the scene is stored without them; the next import fills them in)
+    if an image that decoded cannot be converted: the image itself is fine, so it is not skipped."""
+    try:
+        return derive(image, sizes)
+    except Exception as exc:  # noqa: BLE001 - a derivative never costs a valid image its scene
+        logging.getLogger("hf_ingest.derivatives").warning("no derivatives for a %s %s image: %s: %s", image.format, image.mode,
+                                     type(exc).__name__, exc)
+        return None

@@ -16,6 +16,7 @@ from typing import Any
 
 from hf_ingest.backoff import call_through_outage
 from hf_ingest.dataset_files import DatasetFiles
+from hf_ingest.derivatives import DerivativeSizes, Rendition
 from hf_ingest.images import ImageInfo, InvalidImage, InvalidReason, inspect_image
 from hf_ingest.jobstore.base import JobStore
 from hf_ingest.jobstore.model import Scene
@@ -54,19 +55,24 @@ class BatchOutcome:
     invalid: Counter[str]
     scenes_updated: int = 0
     sample_urls: tuple[str, ...] = ()  # a few stored images, for the run's summary
+    derivatives_stored: int = 0  # thumbnails and previews written (not already in the store)
+    derivatives_backfilled: int = 0  # scenes recorded before derivatives existed that got them
+    sample_thumbnails: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class ImageReader:
-    """How a batch gets and judges its images: inline bytes or a file of the dataset, capped, fully decoded."""
+    """How a batch gets and judges its images: inline bytes or a file of the dataset, capped, decoded,
+    and with `sizes` (DERIVATIVES on) turned into derivatives from that decode."""
 
     files: DatasetFiles
     max_bytes: int
     max_pixels: int
+    sizes: DerivativeSizes | None = None
 
     @classmethod
-    def for_stream(cls, stream: DatasetStream, max_pixels: int) -> ImageReader:
-        return cls(stream.files, stream.max_image_bytes, max_pixels)
+    def for_stream(cls, stream: DatasetStream, max_pixels: int, sizes: DerivativeSizes | None = None) -> ImageReader:
+        return cls(stream.files, stream.max_image_bytes, max_pixels, sizes)
 
     def read(self, row: ImageRow) -> bytes:
         """The row's image bytes, or `InvalidImage` saying why there are none to use."""
@@ -91,7 +97,7 @@ def validate_rows(rows: Sequence[ImageRow], reader: ImageReader) -> ValidatedBat
         try:
             if isinstance(data, InvalidImage):
                 raise data
-            info = inspect_image(data, reader.max_pixels)
+            info = inspect_image(data, reader.max_pixels, reader.sizes)
         except InvalidImage as exc:
             invalid[exc.reason.value] += 1
             continue
@@ -139,8 +145,20 @@ def store_validated(
     unique: dict[str, PutRequest] = {}
     for image in batch.valid:
         unique.setdefault(image.key, PutRequest(image.key, image.data, image.info.content_type))
-    outcomes = store.put_many(list(unique.values()))
-    stored = [k for k, o in outcomes.items() if o is PutOutcome.STORED]
+    derived: dict[str, PutRequest] = {}
+    for image in batch.valid:
+        if (made := image.info.derivatives) is not None:
+            for rendition in (made.thumbnail, made.preview):
+                if rendition is None:  # the original serves as it is
+                    continue
+                key = rendition.key(image.sha256)
+                derived.setdefault(key, PutRequest(key, rendition.data, "image/webp"))
+    outcomes = store.put_many([*unique.values(), *derived.values()])
+    stored = [k for k in unique if outcomes[k] is PutOutcome.STORED]
+
+    def url(key: str) -> str:
+        return store.url(key, source.public_base_url)
+
     scenes = [
         Scene(
             job_id=source.job_id,
@@ -158,18 +176,32 @@ def store_validated(
             bytes=len(image.data),
             metadata=image.row.metadata,
             revision=source.revision,
+            **_derived_columns(image, url),
         )
         for image in batch.valid
     ]
     return scenes, BatchOutcome(
         sample_urls=tuple(scene.url for scene in scenes[:SAMPLE_URLS]),
+        sample_thumbnails=tuple(scene.thumbnail_url for scene in scenes[:SAMPLE_URLS] if scene.thumbnail_url),
+        derivatives_stored=sum(1 for k in derived if outcomes[k] is PutOutcome.STORED),
         rows=batch.rows,
         stored=len(stored),
-        already_present=len(outcomes) - len(stored),
+        already_present=len(unique) - len(stored),
         bytes_stored=sum(len(unique[k].data) for k in stored),
         scenes_recorded=0,
         invalid=batch.invalid,
     )
+
+
+def _derived_columns(image: ValidImage, url: Callable[[str], str]) -> dict[str, Any]:
+    made = image.info.derivatives
+    if made is None:
+        return {}
+    def served(rendition: Rendition | None) -> str:
+        return url(rendition.key(image.sha256) if rendition is not None else image.key)
+
+    return {"thumbnail_url": served(made.thumbnail), "preview_url": served(made.preview),
+            "placeholder": made.placeholder, "phash": made.phash}
 
 
 Gate = Callable[[], AbstractContextManager[Any]]  # held while a batch writes its objects and scenes
@@ -194,7 +226,8 @@ def ingest_batch(
         scenes, outcome = store_validated(objects, validated, source)
         recorded = call_through_outage(lambda: jobs.upsert_scenes(scenes), "the jobs database",
                                        database_outage_seconds)
-    return replace(outcome, scenes_recorded=recorded.inserted, scenes_updated=recorded.updated)
+    return replace(outcome, scenes_recorded=recorded.inserted, scenes_updated=recorded.updated,
+                   derivatives_backfilled=recorded.backfilled)
 
 
 @dataclass
@@ -209,8 +242,12 @@ class IngestProgress:
     bytes_stored: int = 0
     failed: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
+    derivatives_stored: int = 0
+    derivatives_backfilled: int = 0
+    near_duplicates: int | None = None  # set by the grouping at the end of the import
     revision: str | None = None  # the commit read (Hub datasets)
     sample_urls: list[str] = field(default_factory=list)
+    sample_thumbnails: list[str] = field(default_factory=list)
     next_row: int = 0  # rows before this one are all done (in order): a shard's checkpoint
     shards: tuple[int, int] | None = None  # (done, total) for a sharded import
 
@@ -222,6 +259,9 @@ class IngestProgress:
         self.scenes_recorded += batch.scenes_recorded
         self.scenes_updated += batch.scenes_updated
         self.sample_urls.extend(batch.sample_urls[: SAMPLE_URLS - len(self.sample_urls)])
+        self.sample_thumbnails.extend(batch.sample_thumbnails[: SAMPLE_URLS - len(self.sample_thumbnails)])
+        self.derivatives_stored += batch.derivatives_stored
+        self.derivatives_backfilled += batch.derivatives_backfilled
         self.invalid.update(batch.invalid)
 
     def as_dict(self) -> dict[str, Any]:
@@ -235,6 +275,9 @@ class IngestProgress:
             "scenes_recorded": self.scenes_recorded,
             "scenes_updated": self.scenes_updated,
             "bytes_stored": self.bytes_stored,
+            "derivatives_stored": self.derivatives_stored,
+            "derivatives_backfilled": self.derivatives_backfilled,
+            **({"near_duplicates": self.near_duplicates} if self.near_duplicates is not None else {}),
             "revision": self.revision,
             **({"shards_done": self.shards[0], "shards_total": self.shards[1]} if self.shards else {}),
         }

@@ -21,6 +21,7 @@ class ImportReport:
     progress: dict[str, Any]
     sample_urls: Sequence[str] = field(default_factory=list)
     error: str | None = None
+    sample_thumbnails: Sequence[str] = field(default_factory=list)  # shown as pictures where they are public URLs
 
 
 def summary_markdown(report: ImportReport) -> str:
@@ -41,6 +42,10 @@ def summary_markdown(report: ImportReport) -> str:
         f"| skipped as invalid | {progress.get('invalid_total', 0):,} |",
         f"| failed (batches out of retries) | {progress.get('failed', 0):,} |",
         f"| bytes stored | {megabytes:,.1f} MB |",
+        f"| derivatives stored / backfilled | {progress.get('derivatives_stored', 0):,} / "
+        f"{progress.get('derivatives_backfilled', 0):,} |",
+        f"| near-duplicates (of an earlier scene of this split) | "
+        f"{'off' if progress.get('near_duplicates') is None else format(progress['near_duplicates'], ',')} |",
         f"| time, rate | {report.seconds:,.1f} s, {rate:,.0f} rows/s |",
         f"| images are in | `{report.storage}` |",
     ]
@@ -50,6 +55,9 @@ def summary_markdown(report: ImportReport) -> str:
         lines += [f"| `{reason}` | {count:,} |" for reason, count in sorted(invalid.items())]
     if report.sample_urls:
         lines += ["", "**A few stored images**", ""] + [f"- {url}" for url in report.sample_urls]
+    public = [url for url in report.sample_thumbnails if url.startswith(("https://", "http://"))]
+    if public:  # PUBLIC_BASE_URL is set: the UI can show them
+        lines += ["", "**Their thumbnails**", "", " ".join(f"![thumbnail]({url})" for url in public)]
     if report.error:
         lines += [
             "",

@@ -318,3 +318,22 @@ def test_workers_opening_a_fresh_database_at_once_all_start(postgres_url: str) -
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_a_database_from_before_derivatives_gets_their_columns_and_keeps_its_scenes(store: SqlJobStore) -> None:
+    """Schema v3: scenes recorded before derivatives keep working; the new columns are added, empty."""
+    from hf_ingest.jobstore.schema import V3_COLUMNS
+
+    job_id = uuid.uuid4()
+    store.create_job(job_id, {})
+    store.upsert_scenes([_scene(job_id, 0)])
+    with store.engine.begin() as conn:
+        for name in V3_COLUMNS:
+            conn.exec_driver_sql(f"alter table scenes drop column {name}")
+    migrated = SqlJobStore(store.engine)
+    columns = {c["name"] for c in sa.inspect(store.engine).get_columns("scenes")}
+    assert set(V3_COLUMNS) <= columns
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.text("select row_index, thumbnail_url, phash, duplicate_of from scenes")).one()
+    assert tuple(row) == (0, None, None, None)
+    assert migrated.upsert_scenes([_scene(job_id, 0)]) == SceneWrites(0, 0)

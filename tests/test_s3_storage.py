@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from flows.import_dataset import hf_ingest
 from hf_ingest import runtime
@@ -29,8 +31,9 @@ def _dataset(root: Path, copies: int = 3) -> Path:
     return write_parquet_dataset(root / "s3-dataset", rows)
 
 
-def _stored_objects(client: object, bucket: str) -> dict[str, bytes]:
-    listed = client.list_objects_v2(Bucket=bucket, Prefix="r2-prefix/")  # type: ignore[attr-defined]
+def _stored_objects(client: object, bucket: str, under: str = "") -> dict[str, bytes]:
+    """The bucket's objects under `r2-prefix/` + `under` (`images/`: the originals; `derived/`: their derivatives)."""
+    listed = client.list_objects_v2(Bucket=bucket, Prefix="r2-prefix/" + under)  # type: ignore[attr-defined]
     return {
         o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()  # type: ignore[attr-defined]
         for o in listed.get("Contents", [])
@@ -48,18 +51,27 @@ def test_import_to_s3_stores_objects_and_public_urls(
 
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.COMPLETED
-    objects = _stored_objects(s3_bucket[1], s3_settings)
-    assert len(objects) == len(valid_cases()) + 10
+    everything = _stored_objects(s3_bucket[1], s3_settings)
+    objects = {k: v for k, v in everything.items() if k.startswith("r2-prefix/images/")}
+    derived = {k: v for k, v in everything.items() if k.startswith("r2-prefix/derived/")}
+    assert len(objects) == len(valid_cases()) + 10 and len(everything) == len(objects) + len(derived)
     for key, data in objects.items():
-        assert key.startswith("r2-prefix/images/") and hashlib.sha256(data).hexdigest() in key
+        assert hashlib.sha256(data).hexdigest() in key
+    assert derived and all(key.endswith(".webp") and data[8:12] == b"WEBP" for key, data in derived.items())
+    webp = s3_bucket[1].head_object(Bucket=s3_settings, Key=next(iter(derived)))
+    assert webp["ContentType"] == "image/webp"
     for case in valid_cases():
         digest = hashlib.sha256(case.data).hexdigest()
         assert objects[f"r2-prefix/images/{digest[:2]}/{digest}.{case.extension}"] == case.data
     head = s3_bucket[1].head_object(Bucket=s3_settings, Key=next(iter(objects)))
     assert head["ContentType"].startswith("image/")
     with runtime.job_store().engine.connect() as conn:  # type: ignore[attr-defined]
-        urls = [r[0] for r in conn.exec_driver_sql("select url from scenes")]
-    assert urls and all(u.startswith("https://images.example.com/images/") for u in urls)
+        rows = conn.exec_driver_sql("select url, thumbnail_url, preview_url from scenes").all()
+    assert rows and all(r.url.startswith("https://images.example.com/images/") for r in rows)
+    shown = {r.thumbnail_url for r in rows} | {r.preview_url for r in rows}
+    assert all(u.startswith("https://images.example.com/") for u in shown)
+    assert {u.removeprefix("https://images.example.com/") for u in shown if "/derived/" in u} == {
+        k.removeprefix("r2-prefix/") for k in derived}
 
 
 def test_transient_store_failures_are_absorbed_by_retries(
@@ -76,11 +88,15 @@ def test_transient_store_failures_are_absorbed_by_retries(
     assert injected == {"500", "503", "reset"}
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.COMPLETED, job and job.error
-    objects = _stored_objects(s3_bucket[1], s3_settings)
+    objects = _stored_objects(s3_bucket[1], s3_settings, "images/")
     expected = len(valid_cases()) + 30
     assert len(objects) == expected == runtime.job_store().count_scenes(job_id=job_id)
     for key, data in objects.items():  # every object intact
         assert hashlib.sha256(data).hexdigest() in key
+    derived = _stored_objects(s3_bucket[1], s3_settings, "derived/")
+    assert derived
+    for data in derived.values():  # every derivative intact
+        Image.open(io.BytesIO(data)).load()
 
 
 def test_a_store_that_never_recovers_fails_the_job_in_bounded_time(
@@ -141,5 +157,5 @@ def test_an_r2_block_on_the_prefect_server_replaces_the_environment(
 
     job = runtime.job_store().get_job(job_id)
     assert job and job.status is JobStatus.COMPLETED
-    assert len(_stored_objects(client, bucket)) == len(valid_cases())
+    assert len(_stored_objects(client, bucket, "images/")) == len(valid_cases())
     assert not (isolated_settings / "objects").exists()  # nothing went to the default local folder

@@ -11,9 +11,11 @@ from hf_ingest.jobstore.model import (
     Job,
     JobStatus,
     Scene,
+    SceneHash,
     SceneWrites,
     Shard,
     ShardStatus,
+    SplitKey,
     as_utc,
 )
 
@@ -27,9 +29,11 @@ __all__ = [
     "JobStatus",
     "JobStore",
     "Scene",
+    "SceneHash",
     "SceneWrites",
     "Shard",
     "ShardStatus",
+    "SplitKey",
     "as_utc",
     "open_job_store",
 ]

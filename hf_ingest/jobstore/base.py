@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from hf_ingest.jobstore.model import Job, JobStatus, Scene, SceneWrites, Shard, ShardStatus
+from hf_ingest.jobstore.model import Job, JobStatus, Scene, SceneHash, SceneWrites, Shard, ShardStatus, SplitKey
 
 
 class JobStore(Protocol):
@@ -55,6 +55,14 @@ class JobStore(Protocol):
         ...
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int: ...
+
+    def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
+        """The split's scenes that have a perceptual hash, with their current `duplicate_of`."""
+        ...
+
+    def set_duplicates(self, changes: Mapping[uuid.UUID, uuid.UUID | None]) -> None:
+        """Set `duplicate_of` of the given scenes (None: not a duplicate any more)."""
+        ...
 
     def add_shards(self, shards: Sequence[Shard]) -> list[Shard]:
         """Record a job's planned shards (those already recorded are kept as they are); returns all of them."""

@@ -102,6 +102,10 @@ class Scene:
     bytes: int
     metadata: dict[str, Any] = field(default_factory=dict)
     revision: str | None = None  # the commit the image was read at (None: a local folder)
+    thumbnail_url: str | None = None  # WebP, longest side THUMBNAIL_SIZE (None: DERIVATIVES=false)
+    preview_url: str | None = None  # WebP, longest side PREVIEW_SIZE
+    placeholder: str | None = None  # ThumbHash, base64
+    phash: str | None = None  # 64-bit perceptual hash, 16 hex digits
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def key(self) -> tuple[Any, ...]:
@@ -126,15 +130,41 @@ class Scene:
             "bytes": self.bytes,
             "metadata": self.metadata,
             "revision": self.revision,
+            "thumbnail_url": self.thumbnail_url,
+            "preview_url": self.preview_url,
+            "placeholder": self.placeholder,
+            "phash": self.phash,
         }
 
 
 @dataclass(frozen=True)
 class SceneWrites:
-    """What an upsert did: rows new to the table, and rows that a different revision or content replaced."""
+    """What an upsert did: rows new to the table, rows that a different revision or content replaced, and
+    rows recorded before derivatives existed that got theirs (`backfilled`, counted among `updated`)."""
 
     inserted: int
     updated: int = 0
+    backfilled: int = 0
+
+
+@dataclass(frozen=True)
+class SplitKey:
+    """One imported split's scenes: what near-duplicates are grouped within."""
+
+    dataset: str
+    config: str
+    split: str
+    image_column: str
+
+
+@dataclass(frozen=True)
+class SceneHash:
+    """What grouping reads of a scene."""
+
+    id: uuid.UUID
+    row_index: int
+    phash: str
+    duplicate_of: uuid.UUID | None
 
 
 def latest_per_key(scenes: Sequence[Scene]) -> list[Scene]:

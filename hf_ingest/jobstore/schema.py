@@ -5,6 +5,10 @@ of a scene's identity: `(dataset, config, split, image_column, row_index)`. Rows
 it get the image column their job asked for, or `image` (the usual name) when the job used the
 default, and no revision. Supabase gets the same change as a migration file under
 `supabase/migrations/`.
+
+Version 3 (2026-12-02) gave scenes what an app shows (`thumbnail_url`, `preview_url`, `placeholder`) and
+their near-duplicates (`phash`, `duplicate_of`): new nullable columns; rows recorded before keep
+working and get them from the next import of their dataset (a backfill).
 """
 
 from __future__ import annotations
@@ -32,15 +36,22 @@ def create_schema(engine: Engine, metadata: sa.MetaData) -> None:
         migrate(conn, metadata)
 
 
+V3_COLUMNS = {"thumbnail_url": "text", "preview_url": "text", "placeholder": "text", "phash": "text",
+              "duplicate_of": "uuid"}
+
+
 def migrate(conn: Connection, metadata: sa.MetaData) -> None:
     """Apply what is missing; a current database is left as it is (one inspection)."""
     columns = {column["name"] for column in sa.inspect(conn).get_columns("scenes")}
-    if "image_column" in columns:
-        return
-    if conn.dialect.name == "sqlite":
-        _rebuild_sqlite_scenes(conn, metadata, columns)
-    else:
+    if "image_column" not in columns:
+        if conn.dialect.name == "sqlite":
+            _rebuild_sqlite_scenes(conn, metadata, columns)  # makes the current table: v3 included
+            return
         _alter_postgresql_scenes(conn)
+    for name, kind in V3_COLUMNS.items():
+        if name not in columns:
+            sql_type = kind if conn.dialect.name == "postgresql" else ("char(32)" if kind == "uuid" else kind)
+            conn.exec_driver_sql(f"alter table scenes add column {name} {sql_type}")
 
 
 def _alter_postgresql_scenes(conn: Connection) -> None:

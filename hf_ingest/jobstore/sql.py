@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ from hf_ingest.jobstore.model import (
     Job,
     JobStatus,
     Scene,
+    SceneHash,
     SceneWrites,
     Shard,
     ShardStatus,
+    SplitKey,
     latest_per_key,
     predecessors,
     shard_changes,
@@ -73,10 +75,19 @@ scenes = sa.Table(
     sa.Column("metadata", _json, nullable=False),
     sa.Column("revision", sa.Text),
     sa.Column("created_at", _ts, nullable=False),
+    sa.Column("thumbnail_url", sa.Text),
+    sa.Column("preview_url", sa.Text),
+    sa.Column("placeholder", sa.Text),
+    sa.Column("phash", sa.Text),
+    sa.Column("duplicate_of", sa.Uuid),
     sa.UniqueConstraint(*SCENE_KEY, name="scenes_source_image_key"),
 )
 # Replaced on a new revision or new content (local folders have no revision); the rest of the row follows.
 _SCENE_UPDATED = ("job_id", "object_key", "url", "sha256", "content_type", "width", "height", "bytes", "metadata", "revision")
+# The derivatives: filled in where missing (a scene recorded before they existed: a backfill), kept where an
+# import without them (DERIVATIVES=false) finds the same content, dropped with content that changed.
+DERIVED = ("thumbnail_url", "preview_url", "placeholder", "phash")
+DUPLICATES_PER_STATEMENT = 50_000
 sa.Index("scenes_job_id_idx", scenes.c.job_id)
 
 # PostgreSQL gets a batch of scenes as one array per column, turned back into rows by `unnest`: one statement
@@ -85,16 +96,30 @@ sa.Index("scenes_job_id_idx", scenes.c.job_id)
 # ~16 % of a shard run's samples, and ~4 KB of memory a row while it was built (measured).
 _PG_ARRAY_TYPES = {"id": "uuid", "job_id": "uuid", "row_index": "bigint", "width": "integer", "height": "integer",
                    "bytes": "integer", "metadata": "jsonb"}
-_SCENE_COLUMNS = [c.name for c in scenes.columns if c.name != "created_at"]
+_SCENE_COLUMNS = [c.name for c in scenes.columns if c.name not in ("created_at", "duplicate_of")]
+_DERIVED_SET = ", ".join(
+    f"{name} = coalesce(excluded.{name}, case when scenes.sha256 = excluded.sha256 then scenes.{name} end)"
+    for name in DERIVED
+)
+_CHANGED = (
+    "scenes.revision is distinct from excluded.revision or scenes.sha256 <> excluded.sha256"
+    " or scenes.metadata::text <> excluded.metadata::text"
+    " or (scenes.phash is null and excluded.phash is not null)"
+)
+# The `lacking` CTE reads the rows before the insert changes them (one snapshot for the whole statement):
+# which of the batch's scenes had no derivatives, so that their backfill is counted.
 _PG_SCENE_UPSERT = (
-    f"insert into scenes ({', '.join(_SCENE_COLUMNS)}, created_at) "
-    f"select u.*, %(created_at)s from unnest("
+    f"with incoming as (select * from unnest("
     + ", ".join(f"%({name})s::{_PG_ARRAY_TYPES.get(name, 'text')}[]" for name in _SCENE_COLUMNS)
-    + f") as u({', '.join(_SCENE_COLUMNS)}) "
+    + f") as u({', '.join(_SCENE_COLUMNS)})), "
+    f"lacking as (select s.id from scenes s join incoming i using ({', '.join(SCENE_KEY)}) "
+    "where s.phash is null and i.phash is not null), "
+    f"written as (insert into scenes ({', '.join(_SCENE_COLUMNS)}, created_at) "
+    f"select incoming.*, %(created_at)s from incoming "
     f"on conflict ({', '.join(SCENE_KEY)}) do update set "
     + ", ".join(f"{name} = excluded.{name}" for name in _SCENE_UPDATED)
-    + " where scenes.revision is distinct from excluded.revision or scenes.sha256 <> excluded.sha256"
-    " or scenes.metadata::text <> excluded.metadata::text returning scenes.id"
+    + f", {_DERIVED_SET} where {_CHANGED} returning scenes.id) "
+    "select w.id, w.id in (select id from lacking) from written w"
 )
 
 
@@ -102,13 +127,18 @@ def _values_scene_upsert() -> Any:
     """SQLite's multi-row upsert (SQLAlchemy renders the rows as VALUES)."""
     statement = sqlite.insert(scenes)
     incoming = statement.excluded
+    kept = {
+        name: sa.func.coalesce(incoming[name], sa.case((scenes.c.sha256 == incoming.sha256, scenes.c[name])))
+        for name in DERIVED
+    }
     return statement.on_conflict_do_update(
         index_elements=list(SCENE_KEY),
-        set_={name: incoming[name] for name in _SCENE_UPDATED},
+        set_={**{name: incoming[name] for name in _SCENE_UPDATED}, **kept},
         where=sa.or_(
             scenes.c.revision.is_distinct_from(incoming.revision),
             scenes.c.sha256 != incoming.sha256,
             sa.cast(scenes.c.metadata, sa.Text) != sa.cast(incoming.metadata, sa.Text),
+            sa.and_(scenes.c.phash.is_(None), incoming.phash.is_not(None)),
         ),
     ).returning(scenes.c.id)
 
@@ -283,11 +313,28 @@ class SqlJobStore:
         proposed = {scene.id for scene in latest}
         with self._writing() as conn:
             if self.engine.dialect.name == "postgresql":
-                written = [row[0] for row in conn.exec_driver_sql(_PG_SCENE_UPSERT, _scene_arrays(latest, now))]
+                rows_written = conn.exec_driver_sql(_PG_SCENE_UPSERT, _scene_arrays(latest, now)).all()
+                written, backfilled = [row[0] for row in rows_written], sum(1 for row in rows_written if row[1])
             else:
+                lacking = self._lacking_derivatives(conn, latest)
                 written = [row.id for row in conn.execute(_values_scene_upsert(), [{**s.row(), "created_at": now} for s in latest])]
+                backfilled = sum(1 for scene_id in written if scene_id in lacking)
         inserted = sum(1 for scene_id in written if scene_id in proposed)  # an update keeps the row's old id
-        return SceneWrites(inserted, len(written) - inserted)
+        return SceneWrites(inserted, len(written) - inserted, backfilled)
+
+    @staticmethod
+    def _lacking_derivatives(conn: sa.Connection, batch: Sequence[Scene]) -> set[uuid.UUID]:
+        """Ids of the batch's recorded scenes that have no derivatives yet, where the batch brings them."""
+        bringing = [scene for scene in batch if scene.phash is not None]
+        if not bringing:
+            return set()
+        first = bringing[0]
+        query = sa.select(scenes.c.id).where(
+            scenes.c.dataset == first.dataset, scenes.c.config == first.config, scenes.c.split == first.split,
+            scenes.c.image_column == first.image_column, scenes.c.phash.is_(None),
+            scenes.c.row_index.in_([scene.row_index for scene in bringing if scene.key()[:4] == first.key()[:4]]),
+        )
+        return set(conn.execute(query).scalars())
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(scenes)
@@ -298,6 +345,32 @@ class SqlJobStore:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+
+    def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
+        query = sa.select(scenes.c.id, scenes.c.row_index, scenes.c.phash, scenes.c.duplicate_of).where(
+            scenes.c.dataset == split.dataset, scenes.c.config == split.config, scenes.c.split == split.split,
+            scenes.c.image_column == split.image_column, scenes.c.phash.is_not(None),
+        )
+        with self.engine.connect() as conn:
+            return [SceneHash(*row) for row in conn.execute(query)]
+
+    def set_duplicates(self, changes: Mapping[uuid.UUID, uuid.UUID | None]) -> None:
+        if not changes:
+            return
+        items = list(changes.items())
+        with self._writing() as conn:
+            if self.engine.dialect.name == "postgresql":
+                for start in range(0, len(items), DUPLICATES_PER_STATEMENT):
+                    chunk = items[start:start + DUPLICATES_PER_STATEMENT]
+                    conn.exec_driver_sql(
+                        "update scenes set duplicate_of = u.duplicate_of from unnest(%(ids)s::uuid[], "
+                        "%(firsts)s::uuid[]) as u(id, duplicate_of) where scenes.id = u.id",
+                        {"ids": [i for i, _ in chunk], "firsts": [f for _, f in chunk]},
+                    )
+            else:
+                conn.execute(scenes.update().where(scenes.c.id == sa.bindparam("scene_id"))
+                             .values(duplicate_of=sa.bindparam("first")),
+                             [{"scene_id": i, "first": f} for i, f in items])
 
     def add_shards(self, shards: Sequence[Shard]) -> list[Shard]:
         if not shards:

@@ -7,7 +7,7 @@ idempotent scene inserts through `Prefer: resolution=ignore-duplicates`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -20,9 +20,11 @@ from hf_ingest.jobstore.model import (
     Job,
     JobStatus,
     Scene,
+    SceneHash,
     SceneWrites,
     Shard,
     ShardStatus,
+    SplitKey,
     latest_per_key,
     predecessors,
     shard_changes,
@@ -37,7 +39,11 @@ _TRANSIENT_POSTGREST_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGR
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40001", "40P01")
 
 
-UPSERT_SCENES_FUNCTION = "hf_ingest_upsert_scenes"  # supabase/migrations/20261129000000_scenes_image_column_revision.sql
+UPSERT_SCENES_FUNCTION = "hf_ingest_upsert_scenes"  # supabase/migrations/20261202000000_scenes_for_the_app.sql
+SCENE_HASHES_FUNCTION = "hf_ingest_scene_hashes"  # the same migration
+SET_DUPLICATES_FUNCTION = "hf_ingest_set_duplicates"
+SCENE_HASHES_PER_CALL = 100_000  # one JSON value of ~10 MB per call
+DUPLICATES_PER_CALL = 10_000
 UPSERT_SCENES_PER_CALL = 2048  # a batch of small images holds up to BATCH_SIZE (8192) rows: a few MB of JSON a call
 
 
@@ -187,13 +193,33 @@ class SupabaseJobStore:
         payload = [
             {**scene.row(), "id": str(scene.id), "job_id": str(scene.job_id)} for scene in latest_per_key(rows)
         ]
-        inserted = updated = 0
+        inserted = updated = backfilled = 0
         for first in range(0, len(payload), UPSERT_SCENES_PER_CALL):  # each call idempotent: a retry repeats it
             chunk = payload[first:first + UPSERT_SCENES_PER_CALL]
             response = _call(lambda chunk=chunk: self.client.rpc(UPSERT_SCENES_FUNCTION, {"scenes": chunk}).execute())
             counts = response.data[0] if isinstance(response.data, list) else response.data
             inserted, updated = inserted + int(counts["inserted"]), updated + int(counts["updated"])
-        return SceneWrites(inserted, updated)
+            backfilled += int(counts.get("backfilled") or 0)
+        return SceneWrites(inserted, updated, backfilled)
+
+    def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
+        """Page by page (by row_index) through the migration's `hf_ingest_scene_hashes`."""
+        found: list[SceneHash] = []
+        after = -1
+        while True:
+            params = {"p_dataset": split.dataset, "p_config": split.config, "p_split": split.split,
+                      "p_image_column": split.image_column, "p_after_row": after, "p_limit": SCENE_HASHES_PER_CALL}
+            page = _call(lambda params=params: self.client.rpc(SCENE_HASHES_FUNCTION, params).execute()).data or []
+            found += [SceneHash(uuid.UUID(i), int(r), h, uuid.UUID(d) if d else None) for i, r, h, d in page]
+            if len(page) < SCENE_HASHES_PER_CALL:
+                return found
+            after = found[-1].row_index
+
+    def set_duplicates(self, changes: Mapping[uuid.UUID, uuid.UUID | None]) -> None:
+        items = [{"id": str(i), "duplicate_of": str(f) if f else None} for i, f in changes.items()]
+        for first in range(0, len(items), DUPLICATES_PER_CALL):  # idempotent: a retry sets the same values
+            chunk = items[first:first + DUPLICATES_PER_CALL]
+            _call(lambda chunk=chunk: self.client.rpc(SET_DUPLICATES_FUNCTION, {"changes": chunk}).execute())
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int:
         def request() -> Any:

@@ -1,0 +1,193 @@
+"""What an app paints of a scene, made from the pixels that validation decodes anyway.
+
+One decode in (`inspect_image` hands over the loaded image), out: a thumbnail and a preview (WebP,
+longest side THUMBNAIL_SIZE / PREVIEW_SIZE, never upscaled, EXIF orientation applied, sRGB 8-bit
+RGB or RGBA whatever the source), a ThumbHash placeholder and a 64-bit perceptual hash (pHash).
+A JPEG is decoded at the reduced scale the preview needs (`draft_for_preview`: libjpeg's DCT
+scaling reads every coefficient, so it rejects what a full decode rejects; see
+tests/test_derivatives.py's broken-image corpus), which pays for most of the encodes.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import thumbhash
+from PIL import Image, ImageCms, ImageOps
+
+WEBP_QUALITY = 80
+WEBP_METHOD = 0  # libwebp's fastest: see docs/performance.md (method 4, Pillow's default, is ~4x slower)
+SUMMARY_SIDE = 32  # the placeholder and the pHash are made from a copy of the thumbnail about this small
+PLACEHOLDER_SIDE = 16  # ThumbHash keeps at most 7 frequencies a side: 16 px hold them (25 us; 32 px: 90 us)
+_SRGB = ImageCms.createProfile("sRGB")
+
+
+@dataclass(frozen=True)
+class DerivativeSizes:
+    """Longest sides of the thumbnail and the preview (pixels)."""
+
+    thumbnail: int = 256
+    preview: int = 1024
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One WebP derivative: its pixels' size and its bytes."""
+
+    width: int
+    height: int
+    data: bytes
+
+    def key(self, sha256: str) -> str:
+        """Content-addressed beside the originals: the original's hash and this rendition's size, so
+        identical images and re-imports share it, and a small image's thumbnail is its preview."""
+        return f"derived/{sha256[:2]}/{sha256}-{self.width}x{self.height}.webp"
+
+
+@dataclass(frozen=True)
+class Derivatives:
+    """An image's derivatives; a rendition of None means the original serves as it (`serves_as_is`)."""
+
+    thumbnail: Rendition | None
+    preview: Rendition | None
+    placeholder: str  # ThumbHash, base64
+    phash: str  # 64 bits, 16 hex digits
+
+
+def draft_for_preview(image: Image.Image, sizes: DerivativeSizes) -> None:
+    """Let a JPEG decode at the smallest DCT scale (1/2, 1/4, 1/8) whose longest side still reaches the preview."""
+    if image.format not in ("JPEG", "MPO"):
+        return
+    width, height = image.size
+    longest = max(width, height)
+    if longest <= sizes.preview:
+        return
+    scale = sizes.preview / longest
+    image.draft(image.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
+
+
+def derive(image: Image.Image, sizes: DerivativeSizes) -> Derivatives:
+    """The derivatives of a loaded image (its first frame)."""
+    orientation = _orientation(image)
+    as_is = serves_as_is(image, orientation, sizes)
+    upright = ImageOps.exif_transpose(image) if orientation > 1 else image
+    preview = _shrink(to_srgb(upright), sizes.preview)
+    thumbnail = _shrink(preview, sizes.thumbnail)
+    tiny = _reduced(thumbnail, SUMMARY_SIDE)
+    if as_is:
+        return Derivatives(None, None, placeholder(tiny), phash(tiny))
+    preview_rendition = _webp(preview)
+    thumbnail_rendition = preview_rendition if thumbnail.size == preview.size else _webp(thumbnail)
+    return Derivatives(thumbnail_rendition, preview_rendition, placeholder(tiny), phash(tiny))
+
+
+def serves_as_is(image: Image.Image, orientation: int, sizes: DerivativeSizes) -> bool:
+    """Is the original already what its thumbnail would be? Small (within THUMBNAIL_SIZE), a still JPEG, PNG
+    or WebP that every browser shows as it is (upright, 8-bit, no colour profile to convert): re-encoding
+    it as WebP would cost more time (~0.2 ms for a 96x64 JPEG, twice what validating it costs) than it saves."""
+    return (
+        image.format in ("JPEG", "PNG", "WEBP")
+        and max(image.size) <= sizes.thumbnail
+        and orientation <= 1
+        and image.mode in ("RGB", "RGBA", "L", "LA", "P", "1")
+        and not image.info.get("icc_profile")
+        and not getattr(image, "is_animated", False)
+    )
+
+
+def _orientation(image: Image.Image) -> int:
+    """EXIF orientation (1: upright). Parsing EXIF costs ~50 us: only where the file has an EXIF block
+    (TIFF keeps it in its own tags)."""
+    if image.format != "TIFF" and "exif" not in image.info:
+        return 1
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - an unreadable EXIF block leaves the image as stored
+        return 1
+
+
+def to_srgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, or RGBA where the source has transparency; colours through its ICC profile when it has one."""
+    mode = image.mode
+    if mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):  # 16-bit (or float 0-1) grey to 8 bits
+        grey = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if mode == "F" else 255.0 / 65535.0
+        image = Image.fromarray(np.clip(grey * scale + 0.5, 0, 255).astype(np.uint8), "L")
+        mode = "L"
+    if mode in ("P", "PA", "1"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        mode = image.mode
+    profile = image.info.get("icc_profile")
+    if profile and mode in ("RGB", "CMYK", "RGBA"):
+        try:
+            return _icc_transform(profile, mode).apply(image)
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: the plain conversion below
+    if mode in ("RGB", "RGBA"):
+        return image
+    return image.convert("RGBA" if mode in ("LA", "La", "RGBa", "PA") or "transparency" in image.info else "RGB")
+
+
+@lru_cache(maxsize=32)
+def _icc_transform(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    """Source profile -> sRGB, built once per distinct profile (building one takes milliseconds)."""
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    return ImageCms.buildTransform(source, _SRGB, mode, "RGBA" if mode == "RGBA" else "RGB")
+
+
+def _shrink(image: Image.Image, longest: int, resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
+    """`image` with its longest side at most `longest`, aspect kept; never larger than it is."""
+    width, height = image.size
+    if max(width, height) <= longest:
+        return image
+    scale = longest / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, resample, reducing_gap=None if resample == Image.Resampling.BOX else 2.0)
+
+
+def _reduced(image: Image.Image, side: int) -> Image.Image:
+    """A box-filtered copy whose longest side is about `side` (between `side` and 2x: an integer factor,
+    Pillow's `reduce`, is a fraction of the cost of a resize to an exact size)."""
+    factor = max(image.size) // side
+    return image.reduce(factor) if factor > 1 else image
+
+
+def _webp(image: Image.Image) -> Rendition:
+    buffer = io.BytesIO()
+    image.save(buffer, "WEBP", quality=WEBP_QUALITY, method=WEBP_METHOD)
+    return Rendition(image.width, image.height, buffer.getvalue())
+
+
+def placeholder(tiny: Image.Image) -> str:
+    """The ThumbHash (base64, ~25 bytes) an app decodes into a blurred picture before any download. From
+    PLACEHOLDER_SIDE pixels: ThumbHash keeps at most 7 frequencies a side, which 16 pixels hold (its Rust
+    encoder takes ~25 us there, ~90 us at 32 px)."""
+    small = _shrink(_reduced(tiny, PLACEHOLDER_SIDE), 100).convert("RGBA")  # ThumbHash takes 100 px at most
+    return base64.b64encode(thumbhash.rgba_to_thumb_hash(small.width, small.height, small.tobytes())).decode()
+
+
+@lru_cache(maxsize=128)
+def _dct_rows(n: int) -> np.ndarray:
+    """The 8 lowest DCT-II basis rows over n samples."""
+    k = np.arange(8)[:, None]
+    x = np.arange(n)[None, :]
+    return np.cos(np.pi * k * (2 * x + 1) / (2 * n))
+
+
+def phash(tiny: Image.Image) -> str:
+    """The 64-bit pHash: the 8x8 lowest DCT-II frequencies of the grey picture, a bit set for each above
+    their median; 16 hex digits. As `imagehash.phash`, but the frequencies are taken over the box-filtered
+    copy's own grid instead of a 32x32 Lanczos resize (the low frequencies are the same picture's; no
+    resize to pay): copies of one picture stay a few bits apart, different pictures ~20 or more."""
+    grey = tiny.convert("L")
+    if min(grey.size) < 8:
+        grey = grey.resize((max(8, grey.width), max(8, grey.height)), Image.Resampling.BILINEAR)
+    pixels = np.asarray(grey, dtype=np.float64)
+    low = (_dct_rows(pixels.shape[0]) @ pixels @ _dct_rows(pixels.shape[1]).T).ravel()
+    median = np.partition(low, 31)[31:33].mean()
+    return f"{int(np.packbits(low > median).view('>u8')[0]):016x}"

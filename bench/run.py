@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import near_duplicates
 from bench.datasets import ensure, ensure_imagefolder, ensure_mixed_photos, ensure_photos
 from bench.measure import (
     BIN, DATA, SCRATCH, SECRET, check_free_space, fresh_stack, measure_group, remove_scratch, run_import, wait_until_quiet, with_rates,
@@ -173,6 +174,36 @@ def s3_rows(datasets: dict[str, Path], env: dict[str, str], settle: Callable[[],
     return rows
 
 
+def derivative_rows(datasets: dict[str, Path], env: dict[str, str], settle: Callable[[], None]) -> dict[str, Any]:
+    """Derivatives on (the default) against DERIVATIVES=false, interleaved, the median of 2 each: the photos
+    (0.2-1.5 MB, where the reduced-scale decode pays for the encodes) and small images (96x64: their own
+    thumbnails, so only the placeholder and the pHash are made)."""
+    rows: dict[str, Any] = {}
+    off = {**env, "DERIVATIVES": "false"}
+    for name, dataset in (("photos", datasets["mixed-2000"]), ("small", datasets["small-20000"])):
+        runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+        for _ in range(int(os.environ.get("BENCH_DERIVATIVES_REPEAT", 2))):
+            runs["off"].append(run_import("flow", dataset, off, settle, keep=False))
+            runs["on"].append(run_import("flow", dataset, env, settle, keep=False))
+        rows[f"derivatives_{name}_on"], rows[f"derivatives_{name}_off"] = median_run(runs["on"]), median_run(runs["off"])
+    return rows
+
+
+def derivative_targets(rows: dict[str, Any], grouping: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    photos = rows["derivatives_photos_on"]["mb_per_s"] / rows["derivatives_photos_off"]["mb_per_s"]
+    small = rows["derivatives_small_on"]["images_per_s"] / rows["derivatives_small_off"]["images_per_s"]
+    return [
+        ("2000 photos 0.2-1.5 MB: derivatives on >= 0.87x the MB/s of DERIVATIVES=false", photos >= 0.87,
+         f"{photos:.2f}x ({rows['derivatives_photos_on']['all_seconds']} s vs "
+         f"{rows['derivatives_photos_off']['all_seconds']} s; peak RSS {rows['derivatives_photos_on']['peak_rss_mb']:.0f} MB)"),
+        ("20000 small: derivatives on >= 0.85x the images/s of DERIVATIVES=false", small >= 0.85,
+         f"{small:.2f}x ({rows['derivatives_small_on']['all_seconds']} s vs {rows['derivatives_small_off']['all_seconds']} s)"),
+        (f"near-duplicate grouping of {grouping['scenes']:,} scenes (PostgreSQL, {grouping['cores']} cores) < 60 s",
+         grouping["seconds"] < 60,
+         f"{grouping['seconds']:.1f} s; planted copies found by distance {grouping['found_by_distance']}"),
+    ]
+
+
 def by_median_cpu(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median CPU time, with every run's CPU and time: a local import's CPU varies by
     seconds from run to run (the kernel's page-cache and writeback work for 20,000 new files)."""
@@ -183,6 +214,9 @@ def by_median_cpu(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     small_n = int(os.environ.get("BENCH_SMALL", 50_000))
+    if os.environ.get("BENCH_ONLY") == "derivatives":
+        return measure_derivatives({"small-20000": ensure(DATA, "small-20000", 20_000),
+                                    "mixed-2000": ensure_mixed_photos(DATA, "mixed-2000", 2_000)})
     if os.environ.get("BENCH_ONLY") == "s3":
         datasets = {"small-5000": ensure(DATA, "small-5000", 5_000), "small-20000": ensure(DATA, "small-20000", 20_000),
                     "mixed-2000": ensure_mixed_photos(DATA, "mixed-2000", 2_000)}
@@ -235,6 +269,22 @@ def measure_s3(datasets: dict[str, Path]) -> int:
     return 0
 
 
+def measure_derivatives(datasets: dict[str, Path]) -> int:
+    """`BENCH_ONLY=derivatives`: derivatives on against off, and near-duplicate grouping at 1,000,000 scenes."""
+    bench_environment()
+    stack = fresh_stack()
+    up(stack)
+    try:
+        rows = derivative_rows(datasets, {**stack.env(), "PREFECT_API_URL": stack.api_url}, partial(wait_until_quiet, stack))
+    finally:
+        down(stack)
+        remove_state(stack)
+    grouping = near_duplicates.measure()
+    print_targets(derivative_targets(rows, grouping))
+    print(json.dumps({"runs": _rounded(rows), "near_duplicates": grouping}))
+    return 0
+
+
 def bench_environment() -> None:
     """The bench's own stack (ports, state, store and database beside the checkout's other data)."""
     os.environ.update(
@@ -275,13 +325,15 @@ def measure_all(datasets: dict[str, Path], small_n: int) -> int:
         results["flow_folder"] = run_import("flow", datasets["folder-2000"], env, settle)
         results["flow_photos_hub"] = hub_import(datasets["photos-400"], env, settle)
         results.update(s3_rows(datasets, env, settle))
+        results.update(derivative_rows(datasets, env, settle))
         latencies = trigger_latency(stack)
         burst = burst_and_sequence(stack)
     finally:
         down(stack)
         remove_state(stack)  # its Prefect database: ~400 MB under /tmp, not read again
     scale = scale_rows(datasets)
-    report(results, latencies, burst, small_n, scale)
+    grouping = near_duplicates.measure()
+    report(results, latencies, burst, small_n, scale, grouping)
     return 0
 
 
@@ -302,7 +354,8 @@ def client_cpu_ms(s3: dict[str, Any], local: dict[str, Any]) -> float:
 
 
 def report(
-    r: dict[str, Any], latencies: list[float], burst: dict[str, float], small_n: int, scale: dict[str, Any]
+    r: dict[str, Any], latencies: list[float], burst: dict[str, float], small_n: int, scale: dict[str, Any],
+    grouping: dict[str, Any],
 ) -> None:
     p50 = statistics.median(latencies)
     p95 = sorted(latencies)[max(0, int(round(0.95 * len(latencies))) - 1)]
@@ -323,6 +376,10 @@ def report(
         ("flow, 20000 small, S3 (SeaweedFS), s3fs", r["flow_s3fs_20k"]),
         ("flow, 2000 photos 0.2-1.5 MB, local", r["flow_local_mixed"]),
         ("flow, 2000 photos 0.2-1.5 MB, S3 (SeaweedFS), obstore", r["flow_s3_mixed"]),
+        ("flow, 2000 photos, derivatives on (default)", r["derivatives_photos_on"]),
+        ("flow, 2000 photos, DERIVATIVES=false", r["derivatives_photos_off"]),
+        ("flow, 20000 small, derivatives on (default)", r["derivatives_small_on"]),
+        ("flow, 20000 small, DERIVATIVES=false", r["derivatives_small_off"]),
         ("flow, 5000 small, S3 via proxy, +0 ms", r["flow_s3_proxy_0ms"]),
         ("flow, 5000 small, S3 via proxy, +50 ms a request", r["flow_s3_proxy_50ms"]),
     ]
@@ -396,8 +453,9 @@ def report(
          f"{burst['burst_per_min']:.1f} vs {burst['sequence_per_min']:.1f} imports/min"),
     ]
     targets += scale_report(scale)
+    targets += derivative_targets(r, grouping)
     print_targets(targets)
-    print(json.dumps({"runs": _rounded(r), "scale": _rounded(scale), "ratios": {k: round(v, 3) for k, v in figures.items()},
+    print(json.dumps({"runs": _rounded(r), "scale": _rounded(scale), "near_duplicates": grouping, "ratios": {k: round(v, 3) for k, v in figures.items()},
                       "latencies_s": [round(x, 3) for x in latencies],
                       "burst": {k: round(v, 3) for k, v in burst.items()}}))
 

@@ -212,6 +212,7 @@ def scale_rows(datasets: dict[str, Path]) -> dict[str, Any]:
                     runs["sharded_50k"].append(sharded_import(stack, workers, datasets["small-50000"].name, database))
                 runs["raw_1_200k"].append(measured("raw", small, env, settle))
                 runs["flow_1_200k"].append(measured("flow", small, env, settle))
+                runs["flow_1_200k_off"].append(measured("flow", small, {**env, "DERIVATIVES": "false"}, settle))
                 runs["raw_n_200k"].append(measured("raw", small, env, settle, parts=cores, rows=200_000))
                 runs["sharded_200k"].append(sharded_import(stack, workers, small.name, database))
                 runs["raw_n_1m"].append(measured("raw", large, env, settle, parts=cores, rows=1_000_000))
@@ -228,6 +229,7 @@ def scale_rows(datasets: dict[str, Path]) -> dict[str, Any]:
 
 PAIRS = [  # (name, baseline, measured, by): each round's measured run against that round's baseline
     ("one_process_200k", "raw_1_200k", "flow_1_200k", "images_per_s"),
+    ("derivatives_200k", "flow_1_200k_off", "flow_1_200k", "images_per_s"),
     ("sharded_200k", "raw_n_200k", "sharded_200k", "images_per_s"),
     ("defaults_200k", "raw_n_200k", "defaults_200k", "images_per_s"),
     ("sharded_1m", "raw_n_1m", "sharded_1m", "images_per_s"),
@@ -252,6 +254,7 @@ def scale_report(rows: dict[str, Any]) -> list[tuple[str, bool, str]]:
     table = [
         ("raw loop, 200000 small in 8 files, one process", rows["raw_1_200k"]),
         ("flow (hf-ingest run), the same, one process", rows["flow_1_200k"]),
+        ("flow, the same, one process, DERIVATIVES=false", rows["flow_1_200k_off"]),
         (f"raw limit: {cores} processes, each over its part", rows["raw_n_200k"]),
         (f"sharded import, {cores} workers ({rows['sharded_200k']['shards']} shards)", rows["sharded_200k"]),
         (f"raw limit: 1000000 small in 16 files, {cores} processes", rows["raw_n_1m"]),
@@ -291,5 +294,6 @@ def scale_report(rows: dict[str, Any]) -> list[tuple[str, bool, str]]:
         (f"sharded, {cores} workers, 6000 photos (MB/s) >= 0.85x the raw limit", *ratio("sharded_photos", 0.85)),
         ("make up's defaults, 200000 small through the trigger >= 0.85x the raw limit", *ratio("defaults_200k", 0.85)),
         ("one process, 200000 small, end to end >= 0.9x the raw loop", *ratio("one_process_200k", 0.9)),
+        ("one process, 200000 small: derivatives on >= 0.85x DERIVATIVES=false", *ratio("derivatives_200k", 0.85)),
         ("peak RSS of a flow-run process at 1000000 <= 1.15x at 50000", flat <= 1.15, f"{flat:.2f}x"),
     ]

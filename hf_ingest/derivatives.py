@@ -22,7 +22,8 @@ from PIL import Image, ImageCms, ImageOps
 WEBP_QUALITY = 80
 WEBP_METHOD = 0  # libwebp's fastest: see docs/performance.md (method 4, Pillow's default, is ~4x slower)
 SUMMARY_SIDE = 32  # the placeholder and the pHash are made from a copy of the thumbnail about this small
-PLACEHOLDER_SIDE = 16  # ThumbHash keeps at most 7 frequencies a side: 16 px hold them (25 us; 32 px: 90 us)
+PLACEHOLDER_SIDE = 8  # ThumbHash keeps at most 7 frequencies a side; from 8 px its encoder takes 10-20 us (16 px:
+# 30-50, 32 px: 100-220) and the decoded placeholder differs from one made from 100 px by ~2 of 255 per channel
 _SRGB = ImageCms.createProfile("sRGB")
 
 
@@ -77,12 +78,13 @@ def derive(image: Image.Image, sizes: DerivativeSizes) -> Derivatives:
     upright = ImageOps.exif_transpose(image) if orientation > 1 else image
     preview = _shrink(to_srgb(upright), sizes.preview)
     thumbnail = _shrink(preview, sizes.thumbnail)
-    tiny = _reduced(thumbnail, SUMMARY_SIDE)
+    pixels = np.asarray(_reduced(thumbnail, SUMMARY_SIDE))  # one copy out of Pillow for both summaries
+    summary = (placeholder(pixels), phash(pixels))
     if as_is:
-        return Derivatives(None, None, placeholder(tiny), phash(tiny))
+        return Derivatives(None, None, *summary)
     preview_rendition = _webp(preview)
     thumbnail_rendition = preview_rendition if thumbnail.size == preview.size else _webp(thumbnail)
-    return Derivatives(thumbnail_rendition, preview_rendition, placeholder(tiny), phash(tiny))
+    return Derivatives(thumbnail_rendition, preview_rendition, *summary)
 
 
 def serves_as_is(image: Image.Image, orientation: int, sizes: DerivativeSizes) -> bool:
@@ -163,12 +165,16 @@ def _webp(image: Image.Image) -> Rendition:
     return Rendition(image.width, image.height, buffer.getvalue())
 
 
-def placeholder(tiny: Image.Image) -> str:
-    """The ThumbHash (base64, ~25 bytes) an app decodes into a blurred picture before any download. From
-    PLACEHOLDER_SIDE pixels: ThumbHash keeps at most 7 frequencies a side, which 16 pixels hold (its Rust
-    encoder takes ~25 us there, ~90 us at 32 px)."""
-    small = _shrink(_reduced(tiny, PLACEHOLDER_SIDE), 100).convert("RGBA")  # ThumbHash takes 100 px at most
-    return base64.b64encode(thumbhash.rgba_to_thumb_hash(small.width, small.height, small.tobytes())).decode()
+def placeholder(pixels: np.ndarray) -> str:
+    """The ThumbHash (base64, ~25 bytes) an app decodes into a blurred picture before any download, made
+    from about PLACEHOLDER_SIDE pixels a side (block means of `pixels`, RGB or RGBA)."""
+    factor = max(1, max(pixels.shape[:2]) // PLACEHOLDER_SIDE)
+    height, width = pixels.shape[0] // factor, pixels.shape[1] // factor
+    blocks = pixels[: height * factor, : width * factor].reshape(height, factor, width, factor, -1).mean(axis=(1, 3))
+    if blocks.shape[2] == 3:
+        blocks = np.concatenate([blocks, np.full((height, width, 1), 255.0)], axis=2)
+    rgba = np.rint(blocks).astype(np.uint8).tobytes()
+    return base64.b64encode(thumbhash.rgba_to_thumb_hash(width, height, rgba)).decode()
 
 
 @lru_cache(maxsize=128)
@@ -179,15 +185,18 @@ def _dct_rows(n: int) -> np.ndarray:
     return np.cos(np.pi * k * (2 * x + 1) / (2 * n))
 
 
-def phash(tiny: Image.Image) -> str:
+_GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2 luma, as Pillow's convert("L")
+
+
+def phash(pixels: np.ndarray) -> str:
     """The 64-bit pHash: the 8x8 lowest DCT-II frequencies of the grey picture, a bit set for each above
     their median; 16 hex digits. As `imagehash.phash`, but the frequencies are taken over the box-filtered
     copy's own grid instead of a 32x32 Lanczos resize (the low frequencies are the same picture's; no
     resize to pay): copies of one picture stay a few bits apart, different pictures ~20 or more."""
-    grey = tiny.convert("L")
-    if min(grey.size) < 8:
-        grey = grey.resize((max(8, grey.width), max(8, grey.height)), Image.Resampling.BILINEAR)
-    pixels = np.asarray(grey, dtype=np.float64)
-    low = (_dct_rows(pixels.shape[0]) @ pixels @ _dct_rows(pixels.shape[1]).T).ravel()
+    grey = pixels[..., :3] @ _GREY
+    for axis in (0, 1):  # a side under 8 pixels: repeated, so that 8 frequencies exist
+        if grey.shape[axis] < 8:
+            grey = np.repeat(grey, -(-8 // grey.shape[axis]), axis=axis)
+    low = (_dct_rows(grey.shape[0]) @ grey @ _dct_rows(grey.shape[1]).T).ravel()
     median = np.partition(low, 31)[31:33].mean()
     return f"{int(np.packbits(low > median).view('>u8')[0]):016x}"

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from deployments.automations import register
 from deployments.flow_runs import DEPLOYMENT
+from deployments.worker import worker_capacity
+from hf_ingest.shards import child_slots
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 WORK_POOL = "hf-ingest"
@@ -77,18 +79,26 @@ def _number(env: dict[str, str], variable: str) -> int:
 
 
 async def shard_slots() -> int:
-    """How many shard runs can run at once across the pool: the `shards` queue's concurrency limit, as
-    `setup-prefect` set it; SHARD_CONCURRENCY if the queue has none or Prefect cannot say."""
+    """How many shard runs can run at once beside the parent: the `shards` queue's concurrency limit, as
+    `setup-prefect` set it (SHARD_CONCURRENCY if the queue has none or Prefect cannot say). Where the
+    operator did not size SHARD_CONCURRENCY, also no more than the pool's online workers can run besides
+    the parent run itself: each `hf-ingest worker` runs WORKER_LIMIT flow runs, by default its machine's
+    cores (this machine's count stands for every one's). More shards than that run in rounds, each
+    paying a child run's start-up, the last ones late: `make up`'s one worker on 2 cores cut 200,000 rows
+    into 4 shards for 2 processes (0.70x the raw limit)."""
     from prefect.client.orchestration import get_client
 
+    limit = _number(dict(os.environ), "SHARD_CONCURRENCY")
     try:
         async with get_client() as client:
             queue = await client.read_work_queue_by_name("shards", work_pool_name=WORK_POOL)
+            workers = await client.read_workers_for_work_pool(WORK_POOL)
         if queue.concurrency_limit:
-            return int(queue.concurrency_limit)
+            limit = int(queue.concurrency_limit)
+        online = sum(1 for worker in workers if str(worker.status.value).upper() == "ONLINE")
     except Exception:  # noqa: BLE001 - planning goes on with the configured value
-        pass
-    return _number(dict(os.environ), "SHARD_CONCURRENCY")
+        return limit
+    return child_slots(limit, online, worker_capacity(), sized_by_operator="SHARD_CONCURRENCY" in os.environ)
 
 
 def main() -> int:

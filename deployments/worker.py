@@ -25,11 +25,16 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
-def worker_argv(limit: int | None, name: str | None) -> list[str]:
-    """The `prefect worker start` command line of an hf-ingest worker."""
+def worker_capacity() -> int:
+    """The flow runs an `hf-ingest worker` runs at once by default: WORKER_LIMIT, else the machine's cores."""
     from blocks.settings import get_settings
 
-    limit = limit or get_settings().worker_limit or machine_cores()
+    return get_settings().worker_limit or machine_cores()
+
+
+def worker_argv(limit: int | None, name: str | None) -> list[str]:
+    """The `prefect worker start` command line of an hf-ingest worker."""
+    limit = limit or worker_capacity()
     argv = [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", WORK_POOL, "--type", "process",
             "--limit", str(limit)]
     return argv + (["--name", name] if name else [])

@@ -137,6 +137,12 @@ def describe_outcome(job: Job) -> str:
             f"  rows seen {progress.get('rows_seen', 0)}; images stored {progress.get('stored', 0)}, "
             f"already present {progress.get('already_present', 0)}; skipped as invalid: {invalid}"
         )
+        if progress.get("near_duplicates") is not None:
+            lines.append(
+                f"  derivatives: {progress.get('derivatives_stored', 0)} thumbnails and previews stored, "
+                f"{progress.get('derivatives_backfilled', 0)} scenes backfilled; "
+                f"near-duplicates: {progress['near_duplicates']} (scenes.duplicate_of)"
+            )
     lines.append(f"  images: {runtime.object_store().url('images/', None)}")
     if settings.uses_supabase:
         where = f"Supabase {settings.supabase_url}"

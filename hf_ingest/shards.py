@@ -65,3 +65,12 @@ def aggregate_counts(shards: list[Shard]) -> dict[str, object]:
         "shards_done": done,
         "shards_total": len(shards),
     }
+
+
+def child_slots(queue_limit: int, online_workers: int, runs_per_worker: int, sized_by_operator: bool) -> int:
+    """How many child runs an import plans beside its parent: the `shards` queue's limit, and, unless the
+    operator sized that limit, no more than the online workers can run with the parent running too
+    (more would run in rounds). With no worker known (Prefect could not say), the queue's limit."""
+    if sized_by_operator or online_workers <= 0:
+        return queue_limit
+    return max(0, min(queue_limit, online_workers * runs_per_worker - 1))

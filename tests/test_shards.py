@@ -220,3 +220,18 @@ def test_the_supabase_store_claims_with_one_filtered_patch() -> None:
     assert (params["job_id"], params["shard"], params["status"], params["attempts"]) == (
         f"eq.{job}", "eq.1", "eq.pending", "eq.2")
     assert json.loads(update.calls[0].request.content)["status"] == "running"
+
+
+@pytest.mark.parametrize(("limit", "online", "per_worker", "sized", "expected"), [
+    (4, 1, 2, False, 1),  # make up on 2 cores: the parent and one child, not 4 shards in two rounds
+    (4, 2, 2, False, 3),  # a second machine joins: 3 children beside the parent
+    (4, 3, 8, False, 4),  # the queue's limit caps it
+    (4, 1, 1, False, 0),  # one core: the parent imports it all
+    (4, 1, 2, True, 4),  # SHARD_CONCURRENCY set by the operator: as they sized it
+    (4, 0, 2, False, 4),  # Prefect could not say which workers are online: the queue's limit
+])
+def test_child_runs_are_planned_for_the_workers_online(limit: int, online: int, per_worker: int, sized: bool,
+                                                        expected: int) -> None:
+    from hf_ingest.shards import child_slots
+
+    assert child_slots(limit, online, per_worker, sized) == expected

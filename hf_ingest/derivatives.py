@@ -78,8 +78,8 @@ def derive(image: Image.Image, sizes: DerivativeSizes) -> Derivatives:
     upright = ImageOps.exif_transpose(image) if orientation > 1 else image
     preview = _shrink(to_srgb(upright), sizes.preview)
     thumbnail = _shrink(preview, sizes.thumbnail)
-    pixels = np.asarray(_reduced(thumbnail, SUMMARY_SIDE))  # one copy out of Pillow for both summaries
-    summary = (placeholder(pixels), phash(pixels))
+    tiny = _reduced(thumbnail, SUMMARY_SIDE)
+    summary = (placeholder(tiny), phash(np.asarray(tiny)))
     if as_is:
         return Derivatives(None, None, *summary)
     preview_rendition = _webp(preview)
@@ -165,16 +165,12 @@ def _webp(image: Image.Image) -> Rendition:
     return Rendition(image.width, image.height, buffer.getvalue())
 
 
-def placeholder(pixels: np.ndarray) -> str:
+def placeholder(tiny: Image.Image) -> str:
     """The ThumbHash (base64, ~25 bytes) an app decodes into a blurred picture before any download, made
-    from about PLACEHOLDER_SIDE pixels a side (block means of `pixels`, RGB or RGBA)."""
-    factor = max(1, max(pixels.shape[:2]) // PLACEHOLDER_SIDE)
-    height, width = pixels.shape[0] // factor, pixels.shape[1] // factor
-    blocks = pixels[: height * factor, : width * factor].reshape(height, factor, width, factor, -1).mean(axis=(1, 3))
-    if blocks.shape[2] == 3:
-        blocks = np.concatenate([blocks, np.full((height, width, 1), 255.0)], axis=2)
-    rgba = np.rint(blocks).astype(np.uint8).tobytes()
-    return base64.b64encode(thumbhash.rgba_to_thumb_hash(width, height, rgba)).decode()
+    from about PLACEHOLDER_SIDE pixels a side (Pillow's box `reduce`: ~20 us in all, half what the same
+    block means cost in numpy on arrays this small)."""
+    small = _reduced(tiny, PLACEHOLDER_SIDE).convert("RGBA")
+    return base64.b64encode(thumbhash.rgba_to_thumb_hash(small.width, small.height, small.tobytes())).decode()
 
 
 @lru_cache(maxsize=128)

@@ -25,6 +25,10 @@ ACCESS_KEY = "hf-ingest-seaweed-key"
 SECRET_KEY = "hf-ingest-seaweed-secret"
 
 
+class PortTaken(RuntimeError):
+    """A port picked for the server was bound by another socket before the server could bind it."""
+
+
 class SeaweedServer:
     def __init__(self, root: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="hf-ingest-seaweed-", dir="/tmp"))
@@ -37,7 +41,21 @@ class SeaweedServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
-    def start(self, timeout: float = 60) -> SeaweedServer:
+    def start(self, timeout: float = 60, attempts: int = 3) -> SeaweedServer:
+        """Start it; again on fresh ports if a port it was given was taken before it bound it (its
+        ports are picked free, then bound by 7 listeners one after another, while its own clients and
+        every other process on the machine take ephemeral ports from the same range)."""
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if attempt == attempts - 1:
+                    raise
+                shutil.rmtree(self.root / "data", ignore_errors=True)
+                self.s3_port = self.ports["s3.port"] = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> SeaweedServer:
         (self.root / "data").mkdir(parents=True, exist_ok=True)
         config = self.root / "s3.json"
         config.write_text(json.dumps({"identities": [{
@@ -65,6 +83,9 @@ class SeaweedServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                log.close()
+                if b"address already in use" in (self.root / "weed.log").read_bytes()[-20_000:]:
+                    raise PortTaken(f"SeaweedFS found a port taken at start-up; see {self.root / 'weed.log'}")
                 raise RuntimeError(f"SeaweedFS exited at start-up; see {self.root / 'weed.log'}")
             try:
                 urllib.request.urlopen(self.endpoint, timeout=2)  # noqa: S310 - loopback

@@ -3,6 +3,8 @@ several, and SeaweedFS writes its local gRPC sockets to /tmp whatever its folder
 
 from __future__ import annotations
 
+import pytest
+
 from tests.seaweed_server import SeaweedServer
 
 
@@ -15,3 +17,27 @@ def test_a_stopped_server_leaves_neither_its_folder_nor_its_sockets_in_tmp() -> 
         server.stop()
     assert not server.root.exists()
     assert server.socket_files() == []
+
+
+def test_a_port_taken_before_the_server_binds_it_is_retried_on_fresh_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in a full run: the filer's port, picked free, was taken by another socket before SeaweedFS bound
+    it; the server exited and every S3 test of the session errored. Now it starts again on fresh ports."""
+    import socket
+
+    from tests import seaweed_server
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    real = seaweed_server.free_port
+    picks = iter([taken.getsockname()[1]])
+    monkeypatch.setattr(seaweed_server, "free_port", lambda: next(picks, None) or real())
+    server = SeaweedServer()
+    try:
+        server.start()
+        server.create_bucket("retried")
+        assert "address already in use" in (server.root / "weed.log").read_text(errors="replace")
+        assert taken.getsockname()[1] not in server.ports.values()
+    finally:
+        server.stop()
+        taken.close()

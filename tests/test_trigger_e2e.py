@@ -500,7 +500,8 @@ def test_an_import_reads_well_in_the_prefect_ui(live_stack: LiveStack, tmp_path:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{ui}/runs/flow-run/{body['flow_run_id']}", wait_until="networkidle")
-            assert "sample:train" in page.inner_text("body")
+            # the run's name, once the UI has rendered it (an empty body right after "networkidle" was seen)
+            page.get_by_text("sample:train").first.wait_for(timeout=15_000)
             page.get_by_text("Artifacts", exact=True).first.click()
             page.get_by_text("progress-sample", exact=True).last.click()
             page.get_by_text("Progress: 100%").wait_for(timeout=15_000)

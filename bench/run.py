@@ -11,7 +11,8 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -214,13 +215,14 @@ def by_median_cpu(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     small_n = int(os.environ.get("BENCH_SMALL", 50_000))
-    if os.environ.get("BENCH_ONLY") == "derivatives":
-        return measure_derivatives({"small-20000": ensure(DATA, "small-20000", 20_000),
-                                    "mixed-2000": ensure_mixed_photos(DATA, "mixed-2000", 2_000)})
-    if os.environ.get("BENCH_ONLY") == "s3":
-        datasets = {"small-5000": ensure(DATA, "small-5000", 5_000), "small-20000": ensure(DATA, "small-20000", 20_000),
-                    "mixed-2000": ensure_mixed_photos(DATA, "mixed-2000", 2_000)}
-        return measure_s3(datasets)
+    subset = {"derivatives": measure_derivatives, "s3": measure_s3}.get(os.environ.get("BENCH_ONLY", ""))
+    if subset is not None:  # a few datasets and rows; their runs' folders removed as the whole bench's are
+        try:
+            return subset({"small-5000": ensure(DATA, "small-5000", 5_000),
+                           "small-20000": ensure(DATA, "small-20000", 20_000),
+                           "mixed-2000": ensure_mixed_photos(DATA, "mixed-2000", 2_000)})
+        finally:
+            remove_scratch()
     datasets = {
         "small-1000": ensure(DATA, "small-1000", 1_000),
         "small-5000": ensure(DATA, "small-5000", 5_000),
@@ -248,16 +250,24 @@ def main() -> int:
 MAIN_SCRATCH_GIB = 12  # the main table's kept runs: ~1,000,000 small files (4 KiB blocks each) and the photos
 
 
-def measure_s3(datasets: dict[str, Path]) -> int:
-    """`BENCH_ONLY=s3`: the S3 rows alone (a few minutes): the client's CPU and speed against a local folder."""
+@contextmanager
+def bench_stack() -> Iterator[tuple[Stack, dict[str, str], Callable[[], None]]]:
+    """The bench's own stack, up: the stack, the environment its imports run in, and how to wait for it to
+    be quiet; down and its Prefect database removed afterwards (~400 MB under /tmp, not read again)."""
     bench_environment()
     stack = fresh_stack()
     up(stack)
     try:
-        rows = s3_rows(datasets, {**stack.env(), "PREFECT_API_URL": stack.api_url}, partial(wait_until_quiet, stack))
+        yield stack, {**stack.env(), "PREFECT_API_URL": stack.api_url}, partial(wait_until_quiet, stack)
     finally:
         down(stack)
         remove_state(stack)
+
+
+def measure_s3(datasets: dict[str, Path]) -> int:
+    """`BENCH_ONLY=s3`: the S3 rows alone (a few minutes): the client's CPU and speed against a local folder."""
+    with bench_stack() as (_, env, settle):
+        rows = s3_rows(datasets, env, settle)
     for name in ("flow_local_20k", "flow_s3_20k", "flow_s3fs_20k"):
         run = rows[name]
         print(f"{name}: {run['seconds']:.1f} s, CPU {1000 * run['cpu_seconds'] / run['images']:.3f} ms per image "
@@ -271,14 +281,8 @@ def measure_s3(datasets: dict[str, Path]) -> int:
 
 def measure_derivatives(datasets: dict[str, Path]) -> int:
     """`BENCH_ONLY=derivatives`: derivatives on against off, and near-duplicate grouping at 1,000,000 scenes."""
-    bench_environment()
-    stack = fresh_stack()
-    up(stack)
-    try:
-        rows = derivative_rows(datasets, {**stack.env(), "PREFECT_API_URL": stack.api_url}, partial(wait_until_quiet, stack))
-    finally:
-        down(stack)
-        remove_state(stack)
+    with bench_stack() as (_, env, settle):
+        rows = derivative_rows(datasets, env, settle)
     grouping = near_duplicates.measure()
     print_targets(derivative_targets(rows, grouping))
     print(json.dumps({"runs": _rounded(rows), "near_duplicates": grouping}))
@@ -306,13 +310,9 @@ def measure_all(datasets: dict[str, Path], small_n: int) -> int:
         print_targets(targets)
         print(json.dumps({"scale": _rounded(scale)}))
         return 0
-    stack = fresh_stack()
-    up(stack)
-    env = {**stack.env(), "PREFECT_API_URL": stack.api_url}
     results: dict[str, Any] = {}
-    try:
+    with bench_stack() as (stack, env, settle):
         big = datasets[f"small-{small_n}"]
-        settle = partial(wait_until_quiet, stack)
         small = repeated(["raw", "flow", "floor"], big, env, settle, int(os.environ.get("BENCH_REPEAT", 5)))
         results["raw_small"], results["flow_small"], results["floor"] = small["raw"], small["flow"], small["floor"]
         warm = warm_runs(big, datasets["small-1000"], env, settle, int(os.environ.get("BENCH_WARM_REPEAT", 5)))
@@ -328,9 +328,6 @@ def measure_all(datasets: dict[str, Path], small_n: int) -> int:
         results.update(derivative_rows(datasets, env, settle))
         latencies = trigger_latency(stack)
         burst = burst_and_sequence(stack)
-    finally:
-        down(stack)
-        remove_state(stack)  # its Prefect database: ~400 MB under /tmp, not read again
     scale = scale_rows(datasets)
     grouping = near_duplicates.measure()
     report(results, latencies, burst, small_n, scale, grouping)

@@ -5,7 +5,7 @@ longest side THUMBNAIL_SIZE / PREVIEW_SIZE, never upscaled, EXIF orientation app
 RGB or RGBA whatever the source), a ThumbHash placeholder and a 64-bit perceptual hash (pHash).
 A JPEG is decoded at the reduced scale the preview needs (`draft_for_preview`: libjpeg's DCT
 scaling reads every coefficient, so it rejects what a full decode rejects; see
-tests/test_derivatives.py's broken-image corpus), which pays for most of the encodes.
+tests/test_broken_images.py), which pays for most of the encodes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from functools import lru_cache
 import numpy as np
 import thumbhash
 from PIL import Image, ImageCms, ImageOps
+
+from hf_ingest.storage import derived_key
 
 WEBP_QUALITY = 80
 WEBP_METHOD = 0  # libwebp's fastest: see docs/performance.md (method 4, Pillow's default, is ~4x slower)
@@ -44,9 +46,7 @@ class Rendition:
     data: bytes
 
     def key(self, sha256: str) -> str:
-        """Content-addressed beside the originals: the original's hash and this rendition's size, so
-        identical images and re-imports share it, and a small image's thumbnail is its preview."""
-        return f"derived/{sha256[:2]}/{sha256}-{self.width}x{self.height}.webp"
+        return derived_key(sha256, self.width, self.height)
 
 
 @dataclass(frozen=True)

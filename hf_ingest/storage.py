@@ -43,6 +43,12 @@ def object_key(sha256: str, extension: str) -> str:
     return f"images/{sha256[:2]}/{sha256}.{extension}"
 
 
+def derived_key(sha256: str, width: int, height: int) -> str:
+    """The key of an image's WebP derivative of one size, beside the originals: identical images and
+    re-imports share it, and a small image's thumbnail is its preview."""
+    return f"derived/{sha256[:2]}/{sha256}-{width}x{height}.webp"
+
+
 class PutOutcome(StrEnum):
     STORED = "stored"
     ALREADY_PRESENT = "already_present"

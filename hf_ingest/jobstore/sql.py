@@ -109,7 +109,7 @@ _CHANGED = (
 # The `lacking` CTE reads the rows before the insert changes them (one snapshot for the whole statement):
 # which of the batch's scenes had no derivatives, so that their backfill is counted.
 _PG_SCENE_UPSERT = (
-    f"with incoming as (select * from unnest("
+    "with incoming as (select * from unnest("
     + ", ".join(f"%({name})s::{_PG_ARRAY_TYPES.get(name, 'text')}[]" for name in _SCENE_COLUMNS)
     + f") as u({', '.join(_SCENE_COLUMNS)})), "
     f"lacking as (select s.id from scenes s join incoming i using ({', '.join(SCENE_KEY)}) "

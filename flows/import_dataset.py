@@ -6,9 +6,11 @@ The story, top to bottom:
      not guaranteed); a job that already ended is never reopened;
   2. the dataset is opened as a stream at one commit (never downloaded whole), and the run is named
      after it (`owner/name:train@1a2b3c4`) and tagged with the dataset and where it came from;
-  3. rows go in batches to the `ingest-batch` task, which validates, stores and records them as scenes,
+  3. the split's data files are compared with those its scenes were recorded from (a sync): unchanged files
+     are not read, rows that only moved are renumbered, rows past the new end are marked removed;
+  4. rows go in batches to the `ingest-batch` task, which validates, stores and records them as scenes,
      a few batches in flight at once, so memory stays flat and one thread only reads the stream;
-  4. progress is mirrored into the job and a progress artifact every few seconds, the final counts at
+  5. progress is mirrored into the job and a progress artifact every few seconds, the final counts at
      the end, and a summary artifact says how it went (and, for a failure, how to resume).
 Every task retries transient failures (network, 5xx, throttling) with exponential backoff and
 jitter, and fails fast on anything else. State hooks mirror the run's state into `jobs`.
@@ -46,6 +48,7 @@ from flows.job_state_hooks import ensure_job, mirror_job_state
 from flows.platform import from_jobs_db
 from flows.run_artifacts import ProgressArtifact, label_run, publish_summary
 from flows.run_context import is_deployment_run
+from flows.sync_tasks import finish_sync, start_sync
 from hf_ingest import runtime
 from hf_ingest.backoff import Unreachable
 from hf_ingest.import_request import InvalidImport, validate_import
@@ -129,16 +132,24 @@ async def hf_ingest(
             stream = await asyncio.to_thread(open_source, request)
             progress.revision = stream.revision
             await label_run(request, stream.revision)
-            artifact = await asyncio.to_thread(ProgressArtifact, stream)
+            sync = await asyncio.to_thread(start_sync, job_id, stream)  # what changed since the last import
+            ranges = sync.ranges
+            rows_to_read = stream.rows_to_read if ranges is None else sum(end - first for first, end in ranges)
+            artifact = await asyncio.to_thread(ProgressArtifact, stream, rows_to_read)
             reporter = ProgressReporter(_job_progress(job_id), settings.progress_interval_seconds, log, artifact)
-            shards = await planned_shards(stream)
+            shards = await planned_shards(stream, rows_to_read)
             if shards > 1:  # large: this process and child runs of `hf-ingest-shard` on the pool's workers
-                progress = await import_in_shards(job_id, request, stream, reporter, shards)
-            else:  # the common case: the whole split in this process, no added latency
+                progress = await import_in_shards(job_id, request, stream, reporter, shards, ranges)
+            else:  # the common case: what is to be read, in this process, no added latency
                 source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
                 reader = ImageReader.for_stream(stream, settings.max_image_pixels, settings.derivative_sizes)
+                parts = [stream] if ranges is None else [stream.rows_between(first, end) for first, end in ranges]
                 with runtime.long_lived_objects_frozen():  # what is alive now outlives the batches: out of GC scans
-                    await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress)
+                    for part in parts:
+                        await asyncio.to_thread(ingest_stream, part, source, reader, reporter, progress)
+            progress.revision = stream.revision
+            progress.sync = sync.counts()
+            progress.scenes_removed += sync.writes.removed + await asyncio.to_thread(finish_sync, job_id, stream, sync)
             if settings.derivatives:
                 split = SplitKey(request.dataset, stream.config_name, request.split, stream.image_column)
                 progress.near_duplicates = await asyncio.to_thread(group_near_duplicates, split,
@@ -159,17 +170,15 @@ async def hf_ingest(
         return {"job_id": str(job_id), **final_counts}
 
 
-async def planned_shards(stream: DatasetStream) -> int:
-    """How many shards this run cuts the import into: 1 (all of it here) unless it is large, parquet, and
-    a deployment run, whose pool has workers for the children (`hf-ingest run` stays one process); then
+async def planned_shards(stream: DatasetStream, rows: int | None) -> int:
+    """How many shards this run cuts the `rows` it reads into: 1 (all of it here) unless they are many, parquet,
+    and a deployment run, whose pool has workers for the children (`hf-ingest run` stays one process); then
     one for this process and one per slot of the `shards` queue, so they all run at once."""
     settings = get_settings()
-    rows = stream.rows_to_read
     if not stream.shardable or rows is None or not is_deployment_run():
         return 1
     slots = 1 + await shard_slots()
-    return shard_count(rows, stream.bytes_to_read, settings.shard_rows, settings.shard_bytes, settings.max_shards,
-                       slots)
+    return shard_count(rows, stream.bytes_of(rows), settings.shard_rows, settings.shard_bytes, settings.max_shards, slots)
 
 
 def _job_progress(job_id: uuid.UUID) -> Callable[[IngestProgress], None]:

@@ -134,13 +134,14 @@ def _shard_progress(job_id: uuid.UUID, record: Shard) -> Any:
 def _restore_counts(progress: IngestProgress, counts: dict[str, Any]) -> None:
     """A shard resumed from its checkpoint goes on counting from what its earlier attempts counted."""
     for name in ("rows_seen", "stored", "already_present", "scenes_recorded", "scenes_updated", "bytes_stored",
-                 "derivatives_stored", "derivatives_backfilled"):
+                 "derivatives_stored", "derivatives_backfilled", "scenes_removed"):
         setattr(progress, name, int(counts.get(name) or 0))
     progress.invalid.update(counts.get("invalid") or {})
 
 
 async def import_in_shards(
-    job_id: uuid.UUID, request: DatasetRequest, stream: DatasetStream, reporter: ProgressReporter, count: int
+    job_id: uuid.UUID, request: DatasetRequest, stream: DatasetStream, reporter: ProgressReporter, count: int,
+    ranges: list[tuple[int, int]] | None = None,
 ) -> IngestProgress:
     """The parent's part: plan `count` shards, start a child run per unfinished one but the first, import
     that one here (and then what no worker has taken), wait for the others, sum the counts."""
@@ -149,7 +150,7 @@ async def import_in_shards(
     log = run_log()
     shards = await from_jobs_db(lambda: store.list_shards(job_id))
     if not shards:  # a resumed job already has its shards (kept as they were planned)
-        shards = await from_jobs_db(lambda: store.add_shards(plan_shards(job_id, stream.rows_to_read or 0, count)))
+        shards = await from_jobs_db(lambda: store.add_shards(plan_shards(job_id, ranges if ranges is not None else [(0, stream.rows_to_read or 0)], count)))
     log.info("plan", "import sharded", shards=len(shards), rows=shards[-1].end_row,
              done=sum(1 for s in shards if s.status is ShardStatus.COMPLETED))
     params = {"dataset": request.dataset, "revision": stream.revision or request.revision, "config": request.config,

@@ -55,8 +55,8 @@ class ProgressArtifact:
     """The run's progress artifact: rows read out of the rows to read (or 0 until the end, when the format
     does not say how many rows there are)."""
 
-    def __init__(self, stream: DatasetStream) -> None:
-        self.total = stream.rows_to_read
+    def __init__(self, stream: DatasetStream, rows_to_read: int | None) -> None:
+        self.total = rows_to_read
         self.last = 0.0
         self.id: uuid.UUID | None = None
         # one client for every update: `update_progress_artifact` builds a new one (with its TLS context, tens of

@@ -19,7 +19,7 @@ from hf_ingest.dataset_files import DatasetFiles
 from hf_ingest.derivatives import DerivativeSizes, Rendition
 from hf_ingest.images import ImageInfo, InvalidImage, InvalidReason, inspect_image
 from hf_ingest.jobstore.base import JobStore
-from hf_ingest.jobstore.model import Scene
+from hf_ingest.jobstore.model import Scene, SplitKey
 from hf_ingest.source import DatasetStream, ImageRow
 from hf_ingest.storage import ObjectStore, PutOutcome, PutRequest, object_key
 
@@ -41,6 +41,7 @@ class ValidatedBatch:
     rows: int
     valid: list[ValidImage]
     invalid: Counter[str]
+    invalid_rows: list[tuple[str, int]] = field(default_factory=list)  # (image_column, row_index) of the invalid
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class BatchOutcome:
     derivatives_stored: int = 0  # thumbnails and previews written (not already in the store)
     derivatives_backfilled: int = 0  # scenes recorded before derivatives existed that got them
     sample_thumbnails: tuple[str, ...] = ()
+    scenes_removed: int = 0  # scenes of rows whose image is no longer valid (an earlier revision's)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def validate_rows(rows: Sequence[ImageRow], reader: ImageReader) -> ValidatedBat
     """Decode every image; keep the usable ones with their hash and key, count the rest by reason."""
     valid: list[ValidImage] = []
     invalid: Counter[str] = Counter()
+    invalid_rows: list[tuple[str, int]] = []
     for row, data in zip(rows, _read_all(rows, reader), strict=True):
         try:
             if isinstance(data, InvalidImage):
@@ -100,10 +103,11 @@ def validate_rows(rows: Sequence[ImageRow], reader: ImageReader) -> ValidatedBat
             info = inspect_image(data, reader.max_pixels, reader.sizes)
         except InvalidImage as exc:
             invalid[exc.reason.value] += 1
+            invalid_rows.append((row.image_column, row.row_index))
             continue
         digest = hashlib.sha256(data).hexdigest()
         valid.append(ValidImage(row, info, digest, object_key(digest, info.extension), data))
-    return ValidatedBatch(rows=len(rows), valid=valid, invalid=invalid)
+    return ValidatedBatch(rows=len(rows), valid=valid, invalid=invalid, invalid_rows=invalid_rows)
 
 
 def _read_all(rows: Sequence[ImageRow], reader: ImageReader) -> list[bytes | InvalidImage]:
@@ -136,6 +140,9 @@ class SceneSource:
     def for_stream(cls, job_id: uuid.UUID, stream: DatasetStream, public_base_url: str | None = None) -> SceneSource:
         request = stream.request
         return cls(job_id, request.dataset, stream.config_name, request.split, stream.revision, public_base_url)
+
+    def split_of(self, image_column: str) -> SplitKey:
+        return SplitKey(self.dataset, self.config, self.split, image_column.split("[", 1)[0])
 
 
 def store_validated(
@@ -226,8 +233,13 @@ def ingest_batch(
         scenes, outcome = store_validated(objects, validated, source)
         recorded = call_through_outage(lambda: jobs.upsert_scenes(scenes), "the jobs database",
                                        database_outage_seconds)
+        removed = 0
+        if validated.invalid_rows:  # a row whose image an earlier revision had valid: its scene is not live any more
+            gone = validated.invalid_rows
+            removed = call_through_outage(lambda: jobs.remove_scenes(source.split_of(gone[0][0]), gone, source.revision),
+                                          "the jobs database", database_outage_seconds)
     return replace(outcome, scenes_recorded=recorded.inserted, scenes_updated=recorded.updated,
-                   derivatives_backfilled=recorded.backfilled)
+                   derivatives_backfilled=recorded.backfilled, scenes_removed=removed)
 
 
 @dataclass
@@ -245,6 +257,8 @@ class IngestProgress:
     derivatives_stored: int = 0
     derivatives_backfilled: int = 0
     near_duplicates: int | None = None  # set by the grouping at the end of the import
+    scenes_removed: int = 0
+    sync: dict[str, int] | None = None  # files_read, files_kept, scenes_unchanged, scenes_moved (parquet imports)
     revision: str | None = None  # the commit read (Hub datasets)
     sample_urls: list[str] = field(default_factory=list)
     sample_thumbnails: list[str] = field(default_factory=list)
@@ -262,6 +276,7 @@ class IngestProgress:
         self.sample_thumbnails.extend(batch.sample_thumbnails[: SAMPLE_URLS - len(self.sample_thumbnails)])
         self.derivatives_stored += batch.derivatives_stored
         self.derivatives_backfilled += batch.derivatives_backfilled
+        self.scenes_removed += batch.scenes_removed
         self.invalid.update(batch.invalid)
 
     def as_dict(self) -> dict[str, Any]:
@@ -278,6 +293,8 @@ class IngestProgress:
             "derivatives_stored": self.derivatives_stored,
             "derivatives_backfilled": self.derivatives_backfilled,
             **({"near_duplicates": self.near_duplicates} if self.near_duplicates is not None else {}),
+            **(self.sync or {}),
+            "scenes_removed": self.scenes_removed,
             "revision": self.revision,
             **({"shards_done": self.shards[0], "shards_total": self.shards[1]} if self.shards else {}),
         }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 
 from hf_ingest.jobstore import Shard
 
@@ -28,17 +29,17 @@ def shard_count(rows: int, data_bytes: int, shard_rows: int, shard_bytes: int, m
     return max(1, min(max_shards, rows, slots, worth))
 
 
-def plan_shards(job_id: uuid.UUID, rows: int, count: int) -> list[Shard]:
-    """`count` shards of an import of `rows` rows, as even as can be."""
+def plan_shards(job_id: uuid.UUID, ranges: Sequence[tuple[int, int]], count: int) -> list[Shard]:
+    """About `count` shards of the rows of `ranges` (the whole split `[(0, rows)]`, or the files a sync reads),
+    as even as can be; a shard never spans two ranges (it is one contiguous row range)."""
+    rows = sum(end - first for first, end in ranges)
     count = max(1, min(count, rows))
     size = math.ceil(rows / count) if rows else 0
-    shards = []
-    for index in range(count):
-        first = index * size
-        end = min(rows, first + size)
-        if first < end or index == 0:
-            shards.append(Shard(job_id=job_id, shard=index, first_row=first, end_row=end))
-    return shards
+    shards: list[Shard] = []
+    for first, end in ranges:
+        for start in range(first, end, max(1, size)):
+            shards.append(Shard(job_id=job_id, shard=len(shards), first_row=start, end_row=min(end, start + size)))
+    return shards or [Shard(job_id=job_id, shard=0, first_row=0, end_row=0)]
 
 
 def aggregate_counts(shards: list[Shard]) -> dict[str, object]:
@@ -60,7 +61,8 @@ def aggregate_counts(shards: list[Shard]) -> dict[str, object]:
         "invalid": dict(sorted(invalid.items())),
         "invalid_total": sum(invalid.values()),
         **{name: totals.get(name, 0) for name in ("failed", "scenes_recorded", "scenes_updated", "bytes_stored",
-                                                   "derivatives_stored", "derivatives_backfilled")},
+                                                   "derivatives_stored", "derivatives_backfilled",
+                                                   "scenes_removed")},
         "revision": revision,
         "shards_done": done,
         "shards_total": len(shards),

@@ -20,10 +20,12 @@ from typing import Any
 import pyarrow as pa
 
 from hf_ingest.backoff import backoff_delay
+from hf_ingest.data_file_ids import data_files
 from hf_ingest.dataset_files import DatasetFiles, FileRef, HubDatasetFiles, LocalDatasetFiles
 from hf_ingest.images import InvalidImage
 from hf_ingest.metadata import MetadataColumns
 from hf_ingest.row_sources import DatasetsRows, ParquetRows, RowSource, parquet_features, parquet_sizes
+from hf_ingest.sync_plan import DataFile
 from hf_ingest.transient import PermanentIngestError, is_transient
 
 logger = logging.getLogger("hf_ingest.source")
@@ -101,6 +103,9 @@ class DatasetStream:
     max_image_bytes: int
     total_rows: int | None = None  # the split's rows (before `limit`), where the format says it up front
     total_bytes: int | None = None  # the split's data bytes, where the format says it (parquet)
+    data_files: tuple[DataFile, ...] | None = None  # parquet: the files, their content ids and first rows (syncs)
+    columns_id: str = ""  # the image and metadata columns with their features: scenes are made from these
+    rows_read: int = 0  # rows the stream has gone past (after reading: the split's rows, for any format)
     first_row: int = 0  # a shard reads the split's rows [first_row, end_row)
     end_row: int | None = None
     hf_token: str | None = field(default=None, repr=False)
@@ -116,10 +121,8 @@ class DatasetStream:
         limits = [n for n in (self.total_rows, self.request.limit, self.end_row) if n is not None]
         return min(limits) - self.first_row if limits else None
 
-    @property
-    def bytes_to_read(self) -> int:
-        """About how many bytes of data the import will read (0 if unknown): the split's, pro rata."""
-        rows = self.rows_to_read
+    def bytes_of(self, rows: int | None) -> int:
+        """About how many bytes of data `rows` rows of the split hold (0 if unknown): the split's, pro rata."""
         if not self.total_bytes or not self.total_rows or rows is None:
             return 0
         return self.total_bytes * rows // self.total_rows
@@ -155,6 +158,7 @@ class DatasetStream:
                         yield batch
                         batch, size = [], 0
                 row_index += table.num_rows
+                self.rows_read = row_index
                 if limit is not None and row_index >= limit:
                     break
         except Exception:
@@ -328,6 +332,7 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
     total_rows: int | None = None
     total_bytes: int | None = None
     row_counts: list[int] | None = None
+    listed: tuple[DataFile, ...] | None = None
     if parquet_files is not None:  # read with pyarrow: memory bounded by bytes, not by row groups
         open_file = (lambda path: filesystem.open(path, "rb")) if filesystem is not None else (lambda path: path)
         open_footer = (lambda path: filesystem.open(path, "rb", block_size=2**16)) if filesystem is not None else open_file
@@ -336,6 +341,8 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
         sizes = parquet_sizes(parquet_files, open_footer)
         row_counts = [rows for rows, _ in sizes]
         total_rows, total_bytes = sum(row_counts), sum(data for _, data in sizes)
+        root = files.root if isinstance(files, HubDatasetFiles) else str(local.resolve())
+        listed = data_files(parquet_files, row_counts, root, filesystem)
     else:
         iterable = _streaming_split(builder, request, hf_token)
         features = dict(iterable.features or {})
@@ -360,6 +367,8 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
         max_image_bytes=max_image_bytes,
         total_rows=total_rows,
         total_bytes=total_bytes,
+        data_files=listed,
+        columns_id=repr([(name, repr(features.get(name))) for name in columns]),
         hf_token=hf_token,
     )
 

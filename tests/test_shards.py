@@ -27,7 +27,7 @@ from tests.test_jobstore_sql import _fresh_database
 def test_shards_are_contiguous_row_ranges_covering_every_row_once(
     rows: int, count: int, expected: list[tuple[int, int]]
 ) -> None:
-    shards = plan_shards(uuid.uuid4(), rows, count)
+    shards = plan_shards(uuid.uuid4(), [(0, rows)], count)
     assert [(s.first_row, s.end_row) for s in shards] == expected
     assert [s.shard for s in shards] == list(range(len(shards)))
 
@@ -41,7 +41,7 @@ def test_shards_are_contiguous_row_ranges_covering_every_row_once(
 def test_one_shard_per_slot_each_of_at_least_shard_rows(rows: int, slots: int, expected: int) -> None:
     count = shard_count(rows, 0, shard_rows=1000, shard_bytes=2**30, max_shards=50, slots=slots)
     assert count == expected
-    shards = plan_shards(uuid.uuid4(), rows, count)
+    shards = plan_shards(uuid.uuid4(), [(0, rows)], count)
     assert len(shards) == expected and shards[-1].end_row == rows
     assert all(b.first_row == a.end_row for a, b in zip(shards, shards[1:]))
 
@@ -55,7 +55,7 @@ def test_one_shard_per_slot_each_of_at_least_shard_rows(rows: int, slots: int, e
 def test_large_images_are_sharded_by_their_bytes(rows: int, data_bytes: int, slots: int, expected: int) -> None:
     count = shard_count(rows, data_bytes, shard_rows=50_000, shard_bytes=64 * 2**20, max_shards=64, slots=slots)
     assert count == expected
-    shards = plan_shards(uuid.uuid4(), rows, count)
+    shards = plan_shards(uuid.uuid4(), [(0, rows)], count)
     assert len(shards) == expected and shards[-1].end_row == rows
 
 
@@ -85,13 +85,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlJobStor
 def test_shards_are_recorded_once_and_a_completed_shard_stays_completed(store: SqlJobStore) -> None:
     job = uuid.uuid4()
     store.create_job(job, {"dataset": "o/n"})
-    planned = plan_shards(job, 3000, 3)
+    planned = plan_shards(job, [(0, 3000)], 3)
     assert [s.status for s in store.add_shards(planned)] == [ShardStatus.PENDING] * 3
     store.update_shard(job, 1, status=ShardStatus.RUNNING, flow_run_id="run-1", attempt=True, checkpoint=400,
                        counts={"rows_seen": 400})
     store.update_shard(job, 0, status=ShardStatus.COMPLETED, checkpoint=1000)
     store.update_shard(job, 0, status=ShardStatus.FAILED, error="late hook")  # too late: it completed
-    again = store.add_shards(plan_shards(job, 3000, 3))  # planning again changes nothing
+    again = store.add_shards(plan_shards(job, [(0, 3000)], 3))  # planning again changes nothing
     assert [(s.status, s.checkpoint, s.attempts) for s in again] == [
         (ShardStatus.COMPLETED, 1000, 0), (ShardStatus.RUNNING, 400, 1), (ShardStatus.PENDING, 0, 0)]
     assert again[1].counts == {"rows_seen": 400} and again[1].flow_run_id == "run-1" and again[0].error is None
@@ -100,7 +100,7 @@ def test_shards_are_recorded_once_and_a_completed_shard_stays_completed(store: S
 def test_a_successor_job_keeps_finished_shards_and_resumes_the_rest_from_their_checkpoints(store: SqlJobStore) -> None:
     job = uuid.uuid4()
     store.create_job(job, {"dataset": "o/n"})
-    store.add_shards(plan_shards(job, 3000, 3))
+    store.add_shards(plan_shards(job, [(0, 3000)], 3))
     store.update_shard(job, 0, status=ShardStatus.COMPLETED, checkpoint=1000, counts={"rows_seen": 1000})
     store.update_shard(job, 1, status=ShardStatus.FAILED, checkpoint=250, counts={"rows_seen": 250}, attempt=True)
     store.advance(job, JobStatus.FAILED, error="shard 1 failed")
@@ -126,7 +126,7 @@ def test_the_supabase_store_sends_shards_as_postgrest_requests() -> None:
         insert = api.post("/job_shards").mock(return_value=httpx.Response(201))
         listed = api.get("/job_shards").mock(return_value=httpx.Response(200, json=[row]))
         update = api.patch("/job_shards").mock(return_value=httpx.Response(204))
-        assert store.add_shards(plan_shards(job, 10, 1))[0].end_row == 10
+        assert store.add_shards(plan_shards(job, [(0, 10)], 1))[0].end_row == 10
         store.update_shard(job, 0, status=ShardStatus.RUNNING, checkpoint=5, attempt=True)
     sent = json.loads(insert.calls.last.request.content)
     assert sent[0]["job_id"] == str(job) and insert.calls.last.request.url.params["on_conflict"] == "job_id,shard"
@@ -153,10 +153,10 @@ def test_a_shard_reads_exactly_its_rows_with_the_identity_they_have_unsharded(th
     from hf_ingest.source import DatasetRequest, open_dataset
 
     stream = open_dataset(DatasetRequest(str(three_files)))
-    assert stream.shardable and stream.total_rows == 70 and stream.bytes_to_read > 0
+    assert stream.shardable and stream.total_rows == 70 and stream.bytes_of(stream.rows_to_read) > 0
     whole = _read(stream)
     assert whole == [(i, i) for i in range(70)]
-    shards = plan_shards(uuid.uuid4(), 70, 4)
+    shards = plan_shards(uuid.uuid4(), [(0, 70)], 4)
     pieces = [_read(open_dataset(DatasetRequest(str(three_files))).rows_between(s.first_row, s.end_row)) for s in shards]
     assert [row for piece in pieces for row in piece] == whole  # every row once, same row_index
     resumed = _read(open_dataset(DatasetRequest(str(three_files))).rows_between(23 + 11, 47))  # from a checkpoint
@@ -168,7 +168,7 @@ def test_bytes_to_read_follows_the_limit(three_files: Path) -> None:
 
     whole = open_dataset(DatasetRequest(str(three_files)))
     half = open_dataset(DatasetRequest(str(three_files), limit=35))
-    assert half.rows_to_read == 35 and half.bytes_to_read == whole.bytes_to_read // 2
+    assert half.rows_to_read == 35 and half.bytes_of(half.rows_to_read) == whole.bytes_of(whole.rows_to_read) // 2
 
 
 def test_hf_ingest_run_outside_a_deployment_never_shards(three_files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -180,7 +180,8 @@ def test_hf_ingest_run_outside_a_deployment_never_shards(three_files: Path, monk
     monkeypatch.setenv("SHARD_ROWS", "10")
     get_settings.cache_clear()
     try:
-        assert asyncio.run(planned_shards(open_dataset(DatasetRequest(str(three_files))))) == 1
+        stream = open_dataset(DatasetRequest(str(three_files)))
+        assert asyncio.run(planned_shards(stream, stream.rows_to_read)) == 1
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
@@ -192,7 +193,7 @@ def test_one_run_claims_a_shard_attempt_and_the_others_let_it_go(store: SqlJobSt
     shard not pending, gets nothing."""
     job = uuid.uuid4()
     store.create_job(job, {"dataset": "o/n"})
-    store.add_shards(plan_shards(job, 3000, 3))
+    store.add_shards(plan_shards(job, [(0, 3000)], 3))
     store.update_shard(job, 1, status=ShardStatus.PENDING, attempt=True, checkpoint=120)
     assert store.claim_shard(job, 1, 2, "child-run") is None  # not that attempt
     claimed = store.claim_shard(job, 1, 1, "parent-run")

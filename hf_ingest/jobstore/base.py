@@ -6,7 +6,19 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from hf_ingest.jobstore.model import Job, JobStatus, Scene, SceneHash, SceneWrites, Shard, ShardStatus, SplitKey
+from hf_ingest.jobstore.model import (
+    Job,
+    JobStatus,
+    LayoutWrites,
+    RowMove,
+    Scene,
+    SceneHash,
+    SceneWrites,
+    Shard,
+    ShardStatus,
+    SplitKey,
+    SplitLayout,
+)
 
 
 class JobStore(Protocol):
@@ -62,6 +74,29 @@ class JobStore(Protocol):
 
     def set_duplicates(self, changes: Mapping[uuid.UUID, uuid.UUID | None]) -> None:
         """Set `duplicate_of` of the given scenes (None: not a duplicate any more)."""
+        ...
+
+    def read_layout(self, split: SplitKey) -> SplitLayout | None:
+        """The data files the split's scenes were last recorded from (None: never recorded, or forgotten)."""
+        ...
+
+    def record_layout(
+        self,
+        split: SplitKey,
+        layout: SplitLayout | None,
+        moves: Sequence[RowMove],
+        end_row: int | None,
+        revision: str | None,
+        job_id: uuid.UUID,
+    ) -> LayoutWrites:
+        """In one transaction: move the scenes of `moves` (their content to the rows `shift` further on,
+        without reading images; a row a move lands on whose source had no scene is marked removed), mark
+        removed the live scenes at or after `end_row` (None: leave them), and make `layout` the split's
+        (None: forget it). Removed scenes get `removed_at`/`removed_in`; nothing is deleted."""
+        ...
+
+    def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
+        """Mark removed the live scenes at `(image_column, row_index)` (rows whose image is no longer valid)."""
         ...
 
     def add_shards(self, shards: Sequence[Shard]) -> list[Shard]:

@@ -167,6 +167,52 @@ class SceneHash:
     duplicate_of: uuid.UUID | None
 
 
+@dataclass(frozen=True)
+class LayoutFile:
+    """One data file of an imported split, where its rows sit in the split: what the next sync compares with.
+
+    `content_id` says the bytes are the same without reading them (the Hub's LFS sha256 or git blob id; for a
+    local file its size and modification time). `done`: its scenes are all recorded at these rows."""
+
+    name: str
+    content_id: str
+    rows: int
+    first_row: int
+    done: bool = False
+    revision: str | None = None  # the commit it was read at (None: a local folder)
+
+    @property
+    def end_row(self) -> int:
+        return self.first_row + self.rows
+
+
+@dataclass(frozen=True)
+class SplitLayout:
+    """The data files a split's scenes were recorded from, and the settings they were made with
+    (`fingerprint`: storage, size limits, derivatives, columns; another fingerprint reads everything again)."""
+
+    fingerprint: str
+    files: tuple[LayoutFile, ...]
+
+
+@dataclass(frozen=True)
+class RowMove:
+    """The scenes of rows [first_row, end_row) belong `shift` rows further on at the new commit (a file
+    before them grew or shrank): they move without their images being read."""
+
+    first_row: int
+    end_row: int
+    shift: int
+
+
+@dataclass(frozen=True)
+class LayoutWrites:
+    """What recording a layout did to the scenes: rows moved, scenes marked removed."""
+
+    moved: int = 0
+    removed: int = 0
+
+
 def latest_per_key(scenes: Sequence[Scene]) -> list[Scene]:
     """One scene per key (the last): a database cannot insert-or-update one row twice in one statement."""
     return list({scene.key(): scene for scene in scenes}.values())

@@ -9,6 +9,10 @@ default, and no revision. Supabase gets the same change as a migration file unde
 Version 3 (2026-12-02) gave scenes what an app shows (`thumbnail_url`, `preview_url`, `placeholder`) and
 their near-duplicates (`phash`, `duplicate_of`): new nullable columns; rows recorded before keep
 working and get them from the next import of their dataset (a backfill).
+
+Version 4 (2026-12-03) keeps datasets current: scenes get `removed_at`/`removed_in` (set when a newer
+revision no longer has their row; never deleted), and `split_files` records the data files each split's
+scenes were recorded from (a new table, made by `create_all`), so that a sync reads only what changed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def create_schema(engine: Engine, metadata: sa.MetaData) -> None:
         migrate(conn, metadata)
 
 
+V4_COLUMNS = {"removed_at": "timestamptz", "removed_in": "text"}  # 2026-12-03: rows a newer revision no longer has
 V3_COLUMNS = {"thumbnail_url": "text", "preview_url": "text", "placeholder": "text", "phash": "text",
               "duplicate_of": "uuid"}
 
@@ -48,9 +53,10 @@ def migrate(conn: Connection, metadata: sa.MetaData) -> None:
             _rebuild_sqlite_scenes(conn, metadata, columns)  # makes the current table: v3 included
             return
         _alter_postgresql_scenes(conn)
-    for name, kind in V3_COLUMNS.items():
+    sqlite_types = {"uuid": "char(32)", "timestamptz": "datetime"}
+    for name, kind in {**V3_COLUMNS, **V4_COLUMNS}.items():
         if name not in columns:
-            sql_type = kind if conn.dialect.name == "postgresql" else ("char(32)" if kind == "uuid" else kind)
+            sql_type = kind if conn.dialect.name == "postgresql" else sqlite_types.get(kind, kind)
             conn.exec_driver_sql(f"alter table scenes add column {name} {sql_type}")
 
 

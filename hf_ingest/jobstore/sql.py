@@ -18,6 +18,10 @@ from hf_ingest.jobstore.model import (
     SCENE_KEY,
     Job,
     JobStatus,
+    LayoutFile,
+    LayoutWrites,
+    RowMove,
+    SplitLayout,
     Scene,
     SceneHash,
     SceneWrites,
@@ -80,6 +84,8 @@ scenes = sa.Table(
     sa.Column("placeholder", sa.Text),
     sa.Column("phash", sa.Text),
     sa.Column("duplicate_of", sa.Uuid),
+    sa.Column("removed_at", _ts),
+    sa.Column("removed_in", sa.Text),
     sa.UniqueConstraint(*SCENE_KEY, name="scenes_source_image_key"),
 )
 # Replaced on a new revision or new content (local folders have no revision); the rest of the row follows.
@@ -96,13 +102,17 @@ sa.Index("scenes_job_id_idx", scenes.c.job_id)
 # ~16 % of a shard run's samples, and ~4 KB of memory a row while it was built (measured).
 _PG_ARRAY_TYPES = {"id": "uuid", "job_id": "uuid", "row_index": "bigint", "width": "integer", "height": "integer",
                    "bytes": "integer", "metadata": "jsonb"}
-_SCENE_COLUMNS = [c.name for c in scenes.columns if c.name not in ("created_at", "duplicate_of")]
+_SCENE_COLUMNS = [c.name for c in scenes.columns if c.name not in ("created_at", "duplicate_of", "removed_at", "removed_in")]
+# What a moved scene takes along to its new row (its content); the row keeps its id, as a full import leaves it.
+_MOVED = ("object_key", "url", "sha256", "content_type", "width", "height", "bytes", "metadata", "revision",
+          "thumbnail_url", "preview_url", "placeholder", "phash")
 _DERIVED_SET = ", ".join(
     f"{name} = coalesce(excluded.{name}, case when scenes.sha256 = excluded.sha256 then scenes.{name} end)"
     for name in DERIVED
 )
 _CHANGED = (
     "scenes.revision is distinct from excluded.revision or scenes.sha256 <> excluded.sha256"
+    " or scenes.removed_at is not null"
     " or scenes.metadata::text <> excluded.metadata::text"
     " or (scenes.phash is null and excluded.phash is not null)"
 )
@@ -118,7 +128,7 @@ _PG_SCENE_UPSERT = (
     f"select incoming.*, %(created_at)s from incoming "
     f"on conflict ({', '.join(SCENE_KEY)}) do update set "
     + ", ".join(f"{name} = excluded.{name}" for name in _SCENE_UPDATED)
-    + f", {_DERIVED_SET} where {_CHANGED} returning scenes.id) "
+    + f", {_DERIVED_SET}, removed_at = null, removed_in = null where {_CHANGED} returning scenes.id) "
     "select w.id, w.id in (select id from lacking) from written w"
 )
 
@@ -133,9 +143,10 @@ def _values_scene_upsert() -> Any:
     }
     return statement.on_conflict_do_update(
         index_elements=list(SCENE_KEY),
-        set_={**{name: incoming[name] for name in _SCENE_UPDATED}, **kept},
+        set_={**{name: incoming[name] for name in _SCENE_UPDATED}, **kept, "removed_at": None, "removed_in": None},
         where=sa.or_(
             scenes.c.revision.is_distinct_from(incoming.revision),
+            scenes.c.removed_at.is_not(None),
             scenes.c.sha256 != incoming.sha256,
             sa.cast(scenes.c.metadata, sa.Text) != sa.cast(incoming.metadata, sa.Text),
             sa.and_(scenes.c.phash.is_(None), incoming.phash.is_not(None)),
@@ -168,6 +179,45 @@ job_shards = sa.Table(
     sa.Column("updated_at", _ts, nullable=False),
     sa.CheckConstraint("status in ('pending','running','completed','failed')", name="job_shards_status_check"),
 )
+
+
+split_files = sa.Table(
+    "split_files",
+    metadata,
+    sa.Column("dataset", sa.Text, primary_key=True),
+    sa.Column("config", sa.Text, primary_key=True),
+    sa.Column("split", sa.Text, primary_key=True),
+    sa.Column("image_column", sa.Text, primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("content_id", sa.Text, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("first_row", sa.BigInteger, nullable=False),
+    sa.Column("done", sa.Boolean, nullable=False),
+    sa.Column("revision", sa.Text),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.Column("job_id", sa.Uuid),
+    sa.Column("updated_at", _ts, nullable=False),
+)
+
+
+def _in_split(split: SplitKey, table: sa.Table = scenes) -> Any:
+    """A scene of the split: its image column, or an image of it when it is a list (`images[2]`)."""
+    listed = sa.func.substr(table.c.image_column, 1, len(split.image_column) + 1) == split.image_column + "["
+    return sa.and_(table.c.dataset == split.dataset, table.c.config == split.config, table.c.split == split.split,
+                   sa.or_(table.c.image_column == split.image_column, listed))
+
+
+def _layout_key(split: SplitKey) -> Any:
+    return sa.and_(split_files.c.dataset == split.dataset, split_files.c.config == split.config,
+                   split_files.c.split == split.split, split_files.c.image_column == split.image_column)
+
+
+def _shift_of(row_index: Any, moves: Sequence[RowMove], at_target: bool) -> Any:
+    """The shift of the move whose rows (before moving, or after: `at_target`) hold `row_index` (null: none)."""
+    whens = [(sa.and_(row_index >= m.first_row + (m.shift if at_target else 0),
+                      row_index < m.end_row + (m.shift if at_target else 0)), m.shift) for m in moves]
+    return sa.case(*whens, else_=sa.null())
 
 
 def make_engine(url: str) -> Engine:
@@ -349,7 +399,7 @@ class SqlJobStore:
     def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
         query = sa.select(scenes.c.id, scenes.c.row_index, scenes.c.phash, scenes.c.duplicate_of).where(
             scenes.c.dataset == split.dataset, scenes.c.config == split.config, scenes.c.split == split.split,
-            scenes.c.image_column == split.image_column, scenes.c.phash.is_not(None),
+            scenes.c.image_column == split.image_column, scenes.c.phash.is_not(None), scenes.c.removed_at.is_(None),
         )
         with self.engine.connect() as conn:
             return [SceneHash(*row) for row in conn.execute(query)]
@@ -371,6 +421,91 @@ class SqlJobStore:
                 conn.execute(scenes.update().where(scenes.c.id == sa.bindparam("scene_id"))
                              .values(duplicate_of=sa.bindparam("first")),
                              [{"scene_id": i, "first": f} for i, f in items])
+
+    def read_layout(self, split: SplitKey) -> SplitLayout | None:
+        query = sa.select(split_files).where(_layout_key(split)).order_by(split_files.c.position)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+        if not rows:
+            return None
+        files = tuple(LayoutFile(r["name"], r["content_id"], r["rows"], r["first_row"], r["done"], r["revision"])
+                      for r in rows)
+        return SplitLayout(rows[0]["fingerprint"], files)
+
+    def record_layout(
+        self,
+        split: SplitKey,
+        layout: SplitLayout | None,
+        moves: Sequence[RowMove],
+        end_row: int | None,
+        revision: str | None,
+        job_id: uuid.UUID,
+    ) -> LayoutWrites:
+        now = utcnow()
+        removed = {"removed_at": now, "removed_in": revision}
+        live = sa.and_(_in_split(split), scenes.c.removed_at.is_(None))
+        moved = gone = 0
+        with self._writing() as conn:
+            if moves:
+                source = scenes.alias("source")
+                target_shift = _shift_of(scenes.c.row_index, moves, at_target=True)
+                orphans = [(r.image_column, r.row_index) for r in conn.execute(  # read before anything moves
+                    sa.select(scenes.c.image_column, scenes.c.row_index).where(live, target_shift.is_not(None), ~sa.exists(
+                        sa.select(1).where(
+                            source.c.dataset == scenes.c.dataset, source.c.config == scenes.c.config,
+                            source.c.split == scenes.c.split, source.c.image_column == scenes.c.image_column,
+                            source.c.row_index == scenes.c.row_index - target_shift, source.c.removed_at.is_(None))))
+                )]
+                moved = self._move_scenes(conn, split, moves, job_id, now)
+                gone += self._mark_removed(conn, split, orphans, removed)
+            if end_row is not None:
+                gone += conn.execute(scenes.update().where(live, scenes.c.row_index >= end_row).values(**removed)).rowcount
+            conn.execute(split_files.delete().where(_layout_key(split)))
+            if layout is not None and layout.files:
+                conn.execute(split_files.insert(), [
+                    {"dataset": split.dataset, "config": split.config, "split": split.split,
+                     "image_column": split.image_column, "position": position, "name": f.name,
+                     "content_id": f.content_id, "rows": f.rows, "first_row": f.first_row, "done": f.done,
+                     "revision": f.revision, "fingerprint": layout.fingerprint, "job_id": job_id, "updated_at": now}
+                    for position, f in enumerate(layout.files)])
+        return LayoutWrites(moved=moved, removed=gone)
+
+    def _move_scenes(self, conn: sa.Connection, split: SplitKey, moves: Sequence[RowMove], job_id: uuid.UUID,
+                     now: Any) -> int:
+        """One INSERT ... SELECT: the statement reads the scenes as they were before it (PostgreSQL's snapshot;
+        SQLite copies a table it reads and writes at once), so overlapping moves never read a moved row."""
+        shift = _shift_of(scenes.c.row_index, moves, at_target=False)
+        new_id = sa.func.gen_random_uuid() if self.engine.dialect.name == "postgresql" else sa.func.lower(
+            sa.func.hex(sa.func.randomblob(16)))
+        columns = ["id", "job_id", "dataset", "config", "split", "image_column", "row_index", *_MOVED, "created_at"]
+        select = sa.select(
+            new_id, sa.literal(job_id, sa.Uuid), scenes.c.dataset, scenes.c.config, scenes.c.split,
+            scenes.c.image_column, scenes.c.row_index + shift, *(scenes.c[name] for name in _MOVED),
+            sa.literal(now, _ts),
+        ).where(_in_split(split), scenes.c.removed_at.is_(None), shift.is_not(None))
+        statement = self._insert(scenes).from_select(columns, select)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(SCENE_KEY),
+            set_={"job_id": statement.excluded.job_id, **{name: statement.excluded[name] for name in _MOVED},
+                  "duplicate_of": None, "removed_at": None, "removed_in": None},
+        ).returning(scenes.c.id)
+        return len(conn.execute(statement).all())
+
+    @staticmethod
+    def _mark_removed(conn: sa.Connection, split: SplitKey, rows: Sequence[tuple[str, int]], removed: dict[str, Any]) -> int:
+        count = 0
+        for start in range(0, len(rows), 500):
+            chunk = rows[start:start + 500]
+            count += conn.execute(scenes.update().where(
+                _in_split(split), scenes.c.removed_at.is_(None),
+                sa.tuple_(scenes.c.image_column, scenes.c.row_index).in_(chunk)).values(**removed)).rowcount
+        return count
+
+    def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
+        if not rows:
+            return 0
+        with self._writing() as conn:
+            return self._mark_removed(conn, split, list(rows), {"removed_at": utcnow(), "removed_in": revision})
 
     def add_shards(self, shards: Sequence[Shard]) -> list[Shard]:
         if not shards:

@@ -1,0 +1,91 @@
+"""Keeping a split current: the tasks that plan a sync before the rows are read and record it after.
+
+Thin over `hf_ingest.sync_plan` (which files to read, which rows moved) and the jobs store's
+`record_layout` (moves, removals and the split's file list, in one transaction). A parquet import without a
+limit is always planned: the first one reads everything and records the files; a later one reads only
+what changed. Other formats, and imports with a limit, read what they read as before and forget the
+split's file list first (the rows it describes are about to be rewritten); a full read of another format
+still marks the rows after its end removed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from prefect import task
+
+from blocks.settings import get_settings
+from flows.import_tasks import BATCH_TASK_OPTIONS, no_secrets_in_errors, run_log
+from hf_ingest import runtime
+from hf_ingest.jobstore import SplitKey
+from hf_ingest.jobstore.model import LayoutWrites
+from hf_ingest.source import DatasetStream
+from hf_ingest.sync_plan import SyncPlan, plan_sync, reading_fingerprint
+
+
+@dataclass(frozen=True)
+class SyncStart:
+    """The plan, and what recording it did before any row was read (moves, rows removed at the end)."""
+
+    plan: SyncPlan | None  # None: a full read (another format, or a limit)
+    writes: LayoutWrites
+
+    @property
+    def ranges(self) -> list[tuple[int, int]] | None:
+        """The row ranges to read; None: the whole stream."""
+        return list(self.plan.read) if self.plan is not None else None
+
+    def counts(self) -> dict[str, int] | None:
+        if self.plan is None:
+            return None
+        return {"files_read": self.plan.files_read, "files_kept": self.plan.files_kept,
+                "scenes_unchanged": self.plan.rows_unchanged, "scenes_moved": self.writes.moved}
+
+
+def split_of(stream: DatasetStream) -> SplitKey:
+    return SplitKey(stream.request.dataset, stream.config_name, stream.request.split, stream.image_column)
+
+
+def fingerprint_of(stream: DatasetStream) -> str:
+    """What besides the files makes the scenes: where they are stored and how, and the columns read."""
+    settings = get_settings()
+    return reading_fingerprint(
+        storage=runtime.object_store().url("images/", None), public_base_url=settings.public_base_url,
+        max_image_bytes=settings.max_image_bytes, max_image_pixels=settings.max_image_pixels,
+        derivatives=settings.derivative_sizes, columns=stream.columns_id, list_column=stream.slot.is_list,
+    )
+
+
+@task(name="plan-sync", **BATCH_TASK_OPTIONS)
+@no_secrets_in_errors
+def start_sync(job_id: uuid.UUID, stream: DatasetStream) -> SyncStart:
+    """Compare the commit's data files with the split's recorded ones; move the rows that only moved, mark
+    the rows past the new end removed, and record the plan (the files to read pending): all before reading."""
+    store = runtime.job_store()
+    split = split_of(stream)
+    if stream.data_files is None or stream.request.limit is not None:
+        return SyncStart(None, store.record_layout(split, None, [], None, stream.revision, job_id))
+    plan = plan_sync(stream.data_files, store.read_layout(split), fingerprint_of(stream), stream.revision)
+    writes = LayoutWrites()
+    if plan.changes_layout:
+        writes = store.record_layout(split, plan.layout, plan.moves, plan.end_row, stream.revision, job_id)
+    run_log().info("plan", "sync planned", files_read=plan.files_read, files_kept=plan.files_kept,
+                   rows_to_read=plan.rows_to_read, rows_unchanged=plan.rows_unchanged, scenes_moved=writes.moved,
+                   scenes_removed=writes.removed)
+    return SyncStart(plan, writes)
+
+
+@task(name="record-sync", **BATCH_TASK_OPTIONS)
+@no_secrets_in_errors
+def finish_sync(job_id: uuid.UUID, stream: DatasetStream, start: SyncStart) -> int:
+    """Every file read: record the split's files as done (what the next sync compares with). A full read of
+    another format marks the scenes after its last row removed. Returns the scenes removed here."""
+    store = runtime.job_store()
+    plan = start.plan
+    if plan is None:
+        end_row = stream.rows_read if stream.request.limit is None else None
+        return store.record_layout(split_of(stream), None, [], end_row, stream.revision, job_id).removed
+    if plan.changes_layout or plan.read:
+        store.record_layout(split_of(stream), plan.completed(), [], None, stream.revision, job_id)
+    return 0

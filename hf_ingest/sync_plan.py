@@ -1,0 +1,129 @@
+"""Planning a sync: which data files of the new commit must be read, which rows only moved, where the split ends.
+
+An import of a split imported before compares the data files at the new commit with the split's layout (the
+files its scenes were recorded from, `split_files`): a file whose content id is the same is not read again.
+If it also starts at the same row, its scenes are already right; if a file before it grew or shrank, its
+scenes move (row identity is the row's position in the split) without their images being read. Every other
+file is read as a first import would read it. Rows at or after the new end of the split are gone.
+
+The plan is plain data; the flow applies it (`JobStore.record_layout`, then reading the ranges) and records
+the layout with every file done at the end, so a sync that crashes half-way is planned again from where it
+got: the moves it made are in the layout it recorded first, and the files it had not finished are pending.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hf_ingest.jobstore.model import LayoutFile, RowMove, SplitLayout
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A data file of the split at the commit being imported, in the split's order."""
+
+    name: str  # inside the dataset (`data/train-00000-of-00004.parquet`)
+    content_id: str  # `sha256:...` (Hub LFS), `git:...` (Hub blob), `local:<size>:<mtime_ns>`
+    rows: int
+    first_row: int
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What a sync does: record `layout` (with `moves`), read `read`, then record it with every file done."""
+
+    layout: SplitLayout  # the kept files done, the files to read pending
+    moves: tuple[RowMove, ...]
+    read: tuple[tuple[int, int], ...]  # row ranges [first, end) of the files to read, merged where adjacent
+    end_row: int  # the split's rows at the new commit: scenes at or after it are removed
+    files_read: int
+    files_kept: int
+    rows_unchanged: int  # rows of files kept where they were
+    rows_moved: int  # rows of files kept that moved
+    changes_layout: bool  # False: the split is exactly as recorded (nothing to read, move, remove or record)
+
+    @property
+    def rows_to_read(self) -> int:
+        return sum(end - first for first, end in self.read)
+
+    def completed(self) -> SplitLayout:
+        """The layout once every file has been read: what the next sync compares with."""
+        return replace(self.layout, files=tuple(replace(f, done=True) for f in self.layout.files))
+
+
+def plan_sync(files: Sequence[DataFile], previous: SplitLayout | None, fingerprint: str,
+              revision: str | None) -> SyncPlan:
+    """The plan for `files` (the new commit's) against `previous` (None, or another fingerprint: read all)."""
+    usable = [f for f in previous.files if f.done] if previous and previous.fingerprint == fingerprint else []
+    layout: list[LayoutFile] = []
+    moves: list[RowMove] = []
+    read: list[tuple[int, int]] = []
+    unchanged = moved = kept = 0
+    for file in files:
+        match = _take_match(usable, file)
+        if match is None:
+            layout.append(LayoutFile(file.name, file.content_id, file.rows, file.first_row, False, revision))
+            if file.rows:
+                read.append((file.first_row, file.first_row + file.rows))
+            continue
+        kept += 1
+        layout.append(LayoutFile(file.name, file.content_id, file.rows, file.first_row, True, match.revision))
+        shift = file.first_row - match.first_row
+        if shift == 0:
+            unchanged += file.rows
+        elif file.rows:
+            moved += file.rows
+            moves.append(RowMove(match.first_row, match.end_row, shift))
+    new = SplitLayout(fingerprint, tuple(layout))
+    end_row = files[-1].first_row + files[-1].rows if files else 0
+    return SyncPlan(
+        layout=new, moves=tuple(_merged_moves(moves)), read=tuple(_merged_ranges(read)), end_row=end_row,
+        files_read=len(files) - kept, files_kept=kept, rows_unchanged=unchanged, rows_moved=moved,
+        changes_layout=previous != new or _previous_end(previous) != end_row,
+    )
+
+
+def _take_match(usable: list[LayoutFile], file: DataFile) -> LayoutFile | None:
+    """The recorded file with the same content (and rows) this one continues, taken once: the one at the same
+    row if there is one, else the one of the same name, else the first (a file renamed and moved)."""
+    same = [f for f in usable if f.content_id == file.content_id and f.rows == file.rows]
+    if not same:
+        return None
+    best = next((f for f in same if f.first_row == file.first_row), None) or next(
+        (f for f in same if f.name == file.name), same[0])
+    usable.remove(best)
+    return best
+
+
+def _previous_end(previous: SplitLayout | None) -> int | None:
+    return max((f.end_row for f in previous.files), default=0) if previous else None
+
+
+def _merged_moves(moves: Iterable[RowMove]) -> list[RowMove]:
+    merged: list[RowMove] = []
+    for move in moves:
+        if merged and merged[-1].shift == move.shift and merged[-1].end_row == move.first_row:
+            merged[-1] = RowMove(merged[-1].first_row, move.end_row, move.shift)
+        else:
+            merged.append(move)
+    return merged
+
+
+def _merged_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for first, end in ranges:
+        if merged and merged[-1][1] == first:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((first, end))
+    return merged
+
+
+def reading_fingerprint(**what: Any) -> str:
+    """A digest of everything besides the files that makes scenes what they are (storage, limits, derivative
+    sizes, the columns and their features): a sync keeps files only if it is unchanged."""
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=repr).encode()).hexdigest()[:32]

@@ -1,0 +1,237 @@
+"""Keeping a dataset current: imports of newer commits through the tests' Hub server (and of a local folder
+changed the same way) read only the data files that changed, move rows that only moved, and mark rows
+that are gone, ending every time with exactly one live scene per valid row, checked row by row.
+
+The commits are what happens to datasets on the Hub: a card edit; an append as `push_to_hub(append=True)`
+makes it (the old files renamed `-of-00005`, byte for byte); a middle file rewritten with rows added; a file
+deleted; a revert to the first commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from flows.import_dataset import hf_ingest
+from hf_ingest import runtime
+from hf_ingest.hub_formats import encode_image, write_imagefolder, write_parquet_dataset
+from hf_ingest.jobstore import Job
+from tests.hub_server import HubServer
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+ROWS = 24  # per data file
+
+
+def _rows(start: int, count: int, broken_every: int = 7) -> list[dict[str, Any]]:
+    """Distinct small JPEGs, every `broken_every`-th row a broken image (skipped and counted)."""
+    return [{"image": b"broken image" if (start + n) % broken_every == 3 else
+             encode_image((30 + (start + n) % 41, 20 + (start + n) % 13), color=((start + n) % 251, 60, 9)),
+             "n": start + n} for n in range(count)]
+
+
+def _write_file(path: Path, rows: list[dict[str, Any]]) -> None:
+    scratch = write_parquet_dataset(path.parent / f".scratch-{uuid.uuid4().hex[:6]}", rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(next(scratch.rglob("*.parquet"))), path)
+    shutil.rmtree(scratch)
+
+
+def _name(index: int, of: int) -> str:
+    return f"data/train-{index:05d}-of-{of:05d}.parquet"
+
+
+def _expected(folder: Path) -> dict[int, str]:
+    """Row -> sha256 of every valid image of the split, read from the files as the split orders them."""
+    expected, row = {}, 0
+    for path in sorted(folder.glob("data/*.parquet")):
+        for value in pq.read_table(path).column("image").to_pylist():
+            data = value["bytes"]
+            if data != b"broken image":
+                expected[row] = hashlib.sha256(data).hexdigest()
+            row += 1
+    return expected
+
+
+def _live(dataset: str) -> dict[int, str]:
+    with runtime.job_store().engine.connect() as conn:  # type: ignore[attr-defined]
+        rows = conn.execute(sa.text("select row_index, sha256 from scenes where dataset = :d and removed_at is null"),
+                            {"d": dataset}).all()
+    assert len(rows) == len({r.row_index for r in rows})
+    return {r.row_index: r.sha256 for r in rows}
+
+
+def _removed(dataset: str) -> dict[int, str | None]:
+    with runtime.job_store().engine.connect() as conn:  # type: ignore[attr-defined]
+        rows = conn.execute(sa.text("select row_index, removed_in from scenes where dataset = :d "
+                                    "and removed_at is not null"), {"d": dataset}).all()
+    return {r.row_index: r.removed_in for r in rows}
+
+
+def _import(dataset: str, **parameters: Any) -> Job:
+    job_id = uuid.uuid4()
+    state = asyncio.run(hf_ingest(dataset=dataset, job_id=job_id, return_state=True, **parameters))
+    job = runtime.job_store().get_job(job_id)
+    assert job is not None
+    assert state.is_completed(), job.error
+    return job
+
+
+class Versions:
+    """One dataset's commits: a folder changed in place (a local dataset) and published to the Hub after each
+    change (a Hub dataset)."""
+
+    def __init__(self, root: Path, hub: HubServer | None) -> None:
+        self.folder = root / "dataset"
+        self.hub = hub
+        self.repo = f"sync/ds-{uuid.uuid4().hex[:8]}"
+        self.commits: list[str] = []
+
+    @property
+    def dataset(self) -> str:
+        return self.repo if self.hub else str(self.folder)
+
+    def commit(self, message: str) -> None:
+        if self.hub:
+            self.commits.append(self.hub.publish(self.repo, self.folder, message))
+
+    def removed_in(self) -> str | None:
+        return self.commits[-1] if self.hub else None
+
+
+@pytest.fixture(params=["hub", "local"])
+def versions(request: pytest.FixtureRequest, tmp_path: Path) -> Versions:
+    hub = request.getfixturevalue("hub") if request.param == "hub" else None
+    return Versions(tmp_path, hub)
+
+
+def test_a_dataset_kept_current_over_its_commits_reads_only_what_changed(versions: Versions) -> None:
+    folder = versions.folder
+    for index in range(4):
+        _write_file(folder / _name(index, 4), _rows(index * ROWS, ROWS))
+    (folder / "README.md").write_text("# the first card\n")
+    versions.commit("four files")
+
+    first = _import(versions.dataset)
+    assert first.progress["files_read"] == 4 and first.progress["files_kept"] == 0
+    assert _live(versions.dataset) == _expected(folder)
+
+    (folder / "README.md").write_text("# the card, edited\n")  # commit 2: only the card
+    versions.commit("card edit")
+    card = _import(versions.dataset)
+    assert (card.progress["files_read"], card.progress["files_kept"], card.progress["rows_seen"]) == (0, 4, 0)
+    assert card.progress["scenes_unchanged"] == 4 * ROWS and card.progress["scenes_removed"] == 0
+    assert _live(versions.dataset) == _expected(folder)
+
+    for index in range(4):  # commit 3: push_to_hub(append=True): the old files renamed, a fifth added
+        os.rename(folder / _name(index, 4), folder / _name(index, 5))
+    _write_file(folder / _name(4, 5), _rows(1000, ROWS))
+    versions.commit("append")
+    appended = _import(versions.dataset)
+    assert (appended.progress["files_read"], appended.progress["files_kept"]) == (1, 4)
+    assert appended.progress["rows_seen"] == ROWS and appended.progress["scenes_moved"] == 0
+    assert _live(versions.dataset) == _expected(folder)
+
+    _write_file(folder / _name(1, 5), _rows(2000, ROWS + 5))  # commit 4: a middle file grows by 5 rows
+    versions.commit("middle file changed")
+    grown = _import(versions.dataset)
+    assert (grown.progress["files_read"], grown.progress["files_kept"]) == (1, 4)
+    assert grown.progress["rows_seen"] == ROWS + 5  # only that file was read
+    valid_after_it = sum(1 for row in _expected(folder) if row >= 2 * ROWS + 5)
+    assert grown.progress["scenes_moved"] == valid_after_it  # the three files after it, without being read
+    assert _live(versions.dataset) == _expected(folder)
+
+    (folder / _name(2, 5)).unlink()  # commit 5: a file deleted: the rest moves down, the end comes earlier
+    versions.commit("a file deleted")
+    deleted = _import(versions.dataset)
+    assert deleted.progress["files_read"] == 0 and deleted.progress["rows_seen"] == 0
+    assert deleted.progress["scenes_removed"] > 0
+    assert _live(versions.dataset) == _expected(folder)
+    removed = _removed(versions.dataset)
+    assert not set(removed) & set(_expected(folder))  # a removed scene is never at a valid row
+    assert max(removed) >= 4 * ROWS and versions.removed_in() in set(removed.values())
+
+    shutil.rmtree(folder / "data")  # commit 6: a revert to the first commit
+    for index in range(4):
+        _write_file(folder / _name(index, 4), _rows(index * ROWS, ROWS))
+    versions.commit("revert")
+    reverted = _import(versions.dataset)
+    assert _live(versions.dataset) == _expected(folder)
+    assert len(_live(versions.dataset)) == len(_expected(folder))
+    assert not set(_removed(versions.dataset)) & set(_expected(folder))  # rows back in the split came back to life
+    if versions.hub:  # blob ids are content: the first and fourth files are as recorded, the other two read
+        assert (reverted.progress["files_kept"], reverted.progress["files_read"]) == (2, 2)
+    else:  # every file was written anew (new modification times): all read
+        assert (reverted.progress["files_kept"], reverted.progress["files_read"]) == (0, 4)
+
+
+def test_a_sync_that_crashes_half_way_is_finished_by_the_next_import(hub: HubServer, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    versions = Versions(tmp_path, hub)
+    folder = versions.folder
+    for index in range(3):
+        _write_file(folder / _name(index, 3), _rows(index * ROWS, ROWS))
+    versions.commit("three files")
+    _import(versions.dataset)
+
+    _write_file(folder / _name(0, 3), _rows(5000, ROWS + 3))  # the first file grows: the other two move
+    versions.commit("first file grown")
+    import flows.import_tasks
+
+    real = flows.import_tasks.ingest_batch
+
+    def crash(rows: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the worker died here")
+
+    monkeypatch.setattr("flows.import_tasks.ingest_batch", crash)
+    job_id = uuid.uuid4()
+    state = asyncio.run(hf_ingest(dataset=versions.dataset, job_id=job_id, return_state=True))
+    assert state.is_failed()
+    monkeypatch.setattr("flows.import_tasks.ingest_batch", real)
+
+    retried = _import(versions.dataset)  # the moves were made once; the grown file is read now
+    assert retried.progress["files_read"] == 1 and retried.progress["scenes_moved"] == 0
+    assert _live(versions.dataset) == _expected(folder)
+
+
+def test_an_image_that_became_invalid_is_removed_and_a_limit_import_forgets_the_layout(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    versions = Versions(tmp_path, hub)
+    folder = versions.folder
+    rows = _rows(0, ROWS)
+    _write_file(folder / _name(0, 1), rows)
+    versions.commit("one file")
+    _import(versions.dataset)
+    rows[0]["image"] = b"broken image"  # row 0's image is broken at the next commit
+    _write_file(folder / _name(0, 1), rows)
+    versions.commit("row 0 broken")
+    again = _import(versions.dataset)
+    assert again.progress["scenes_removed"] == 1 and 0 not in _live(versions.dataset)
+    assert _live(versions.dataset) == _expected(folder)
+
+    limited = _import(versions.dataset, limit=5)  # a limit reads part of the split: no sync is planned after it
+    assert "files_read" not in limited.progress
+    full = _import(versions.dataset)
+    assert full.progress["files_read"] == 1  # read again in full, as nothing recorded says it is current
+
+
+def test_an_imagefolder_repo_that_lost_its_last_image_marks_that_scene_removed(hub: HubServer, tmp_path: Path) -> None:
+    images = [(f"img{n:02d}.jpg", encode_image((30 + n, 20), color=(n, 9, 9)), {"caption": f"n{n}"}) for n in range(6)]
+    repo = f"sync/folder-{uuid.uuid4().hex[:8]}"
+    hub.publish(repo, write_imagefolder(tmp_path / "v1", images))
+    _import(repo)
+    assert len(_live(repo)) == 6
+    commit = hub.publish(repo, write_imagefolder(tmp_path / "v2", images[:5]), "last image removed")
+    _import(repo)
+    assert sorted(_live(repo)) == list(range(5)) and _removed(repo) == {5: commit}

@@ -1,0 +1,129 @@
+"""A split's recorded layout and the scene moves and removals of a sync, on SQLite and a real PostgreSQL
+(the SQL store), and through the Supabase migration's functions on PostgreSQL (what the REST store calls)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from hf_ingest.jobstore import SplitKey
+from hf_ingest.jobstore.model import LayoutFile, LayoutWrites, RowMove, Scene, SplitLayout
+from hf_ingest.jobstore.sql import SqlJobStore
+from tests.test_jobstore_sql import _fresh_database
+
+SPLIT = SplitKey("owner/name", "default", "train", "image")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlJobStore]:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite" else _fresh_database(
+        request.getfixturevalue("postgres_url"))
+    store = SqlJobStore.from_url(url)
+    yield store
+    store.engine.dispose()
+
+
+def _scene(job: uuid.UUID, row: int, content: str, column: str = "image") -> Scene:
+    digest = content.rjust(64, "0")
+    return Scene(job_id=job, dataset=SPLIT.dataset, config=SPLIT.config, split=SPLIT.split, image_column=column,
+                 row_index=row, object_key=f"images/{digest}.jpg", url=f"file:///{digest}.jpg", sha256=digest,
+                 content_type="image/jpeg", width=4, height=3, bytes=10, metadata={"content": content},
+                 revision="1" * 40, phash="0" * 16)
+
+
+def _live(store: SqlJobStore) -> dict[tuple[str, int], str]:
+    """(image column, row) -> the content of every live scene."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text("select image_column, row_index, sha256 from scenes where removed_at is null"))
+        return {(r.image_column, r.row_index): r.sha256.lstrip("0") for r in rows}
+
+
+def _removed(store: SqlJobStore) -> dict[int, str | None]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.text("select row_index, removed_in from scenes where removed_at is not null"))
+        return {r.row_index: r.removed_in for r in rows}
+
+
+def _ids(store: SqlJobStore) -> dict[int, str]:
+    with store.engine.connect() as conn:
+        return {r.row_index: str(r.id) for r in conn.execute(sa.text("select id, row_index from scenes"))}
+
+
+def _recorded(store: SqlJobStore, contents: dict[int, str]) -> uuid.UUID:
+    job = uuid.uuid4()
+    store.create_job(job, {"dataset": SPLIT.dataset})
+    store.upsert_scenes([_scene(job, row, content) for row, content in contents.items()])
+    return job
+
+
+def test_rows_after_a_grown_file_move_keeping_their_ids_and_a_row_whose_source_had_no_scene_is_removed(
+    store: SqlJobStore,
+) -> None:
+    # rows 0-4: a file that grows by 3 rows; rows 5-9: a file kept as it is, whose row 6 is not a valid image
+    job = _recorded(store, {row: f"c{row}" for row in range(10) if row != 6})
+    ids = _ids(store)
+    writes = store.record_layout(SPLIT, None, [RowMove(5, 10, 3)], 13, "2" * 40, job)
+    live = _live(store)
+    assert {row: live[("image", row)] for row in range(8, 13) if ("image", row) in live} == {
+        8: "c5", 10: "c7", 11: "c8", 12: "c9"}
+    assert _removed(store) == {9: "2" * 40}  # its source, row 6, had no scene: the old scene there is gone
+    assert writes == LayoutWrites(moved=4, removed=1)
+    after = _ids(store)
+    assert after[8] == ids[8] and after[9] == ids[9]  # an id stays with its row (as a full import leaves it)
+    assert after[10] not in ids.values()  # a row new to the split is a new scene
+    assert all(live[("image", row)] == f"c{row}" for row in range(5))  # the grown file's rows wait for their read
+
+
+def test_a_shrunk_file_moves_the_rows_after_it_down_and_the_rows_past_the_new_end_are_removed(
+    store: SqlJobStore,
+) -> None:
+    job = _recorded(store, {row: f"c{row}" for row in range(10)})
+    writes = store.record_layout(SPLIT, None, [RowMove(5, 10, -2)], 8, "2" * 40, job)
+    live = _live(store)
+    assert [live[("image", row)] for row in range(3, 8)] == ["c5", "c6", "c7", "c8", "c9"]
+    assert sorted(_removed(store)) == [8, 9]
+    assert writes == LayoutWrites(moved=5, removed=2)
+
+
+def test_moves_of_several_files_read_every_source_before_any_is_overwritten(store: SqlJobStore) -> None:
+    job = _recorded(store, {row: f"c{row}" for row in range(9)})
+    store.record_layout(SPLIT, None, [RowMove(3, 6, 2), RowMove(6, 9, 4)], 13, "2" * 40, job)
+    live = _live(store)
+    assert [live[("image", row)] for row in (5, 6, 7)] == ["c3", "c4", "c5"]
+    assert [live[("image", row)] for row in (10, 11, 12)] == ["c6", "c7", "c8"]
+
+
+def test_the_layout_is_recorded_replaced_and_forgotten(store: SqlJobStore) -> None:
+    job = _recorded(store, {})
+    assert store.read_layout(SPLIT) is None
+    layout = SplitLayout("f" * 32, (LayoutFile("data/a.parquet", "git:1", 5, 0, True, "1" * 40),
+                                    LayoutFile("data/b.parquet", "git:2", 7, 5, False, "2" * 40)))
+    store.record_layout(SPLIT, layout, [], None, "2" * 40, job)
+    assert store.read_layout(SPLIT) == layout
+    assert store.read_layout(SplitKey(SPLIT.dataset, SPLIT.config, "test", "image")) is None
+    store.record_layout(SPLIT, None, [], None, None, job)
+    assert store.read_layout(SPLIT) is None
+
+
+def test_a_removed_scene_comes_back_when_its_row_is_recorded_again_and_grouping_ignores_it(store: SqlJobStore) -> None:
+    job = _recorded(store, {0: "a", 1: "b", 2: "c"})
+    assert store.remove_scenes(SPLIT, [("image", 1), ("image", 7)], "2" * 40) == 1
+    assert store.remove_scenes(SPLIT, [("image", 1)], "2" * 40) == 0  # already removed: not again
+    assert sorted(row for _, row in _live(store)) == [0, 2]
+    assert sorted(h.row_index for h in store.scene_hashes(SPLIT)) == [0, 2]
+    again = store.upsert_scenes([_scene(job, 1, "b")])  # the same content at the same revision: it is back
+    assert again.updated == 1 and sorted(row for _, row in _live(store)) == [0, 1, 2] and _removed(store) == {}
+
+
+def test_images_of_a_list_column_move_with_their_row(store: SqlJobStore) -> None:
+    job = uuid.uuid4()
+    store.create_job(job, {})
+    store.upsert_scenes([_scene(job, row, f"{column}{row}", column) for row in range(4)
+                         for column in ("image[0]", "image[1]")])
+    store.record_layout(SPLIT, None, [RowMove(2, 4, 1)], 5, "2" * 40, job)
+    live = _live(store)
+    assert live[("image[0]", 4)] == "image[0]3" and live[("image[1]", 3)] == "image[1]2"

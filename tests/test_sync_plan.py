@@ -1,0 +1,73 @@
+"""Planning a sync from the commit's data files and the split's recorded layout (plain code, no database)."""
+
+from __future__ import annotations
+
+from hf_ingest.jobstore.model import LayoutFile, RowMove, SplitLayout
+from hf_ingest.sync_plan import DataFile, plan_sync
+
+FP = "f" * 32
+
+
+def _files(*spec: tuple[str, str, int]) -> list[DataFile]:
+    files, first = [], 0
+    for name, content, rows in spec:
+        files.append(DataFile(name, content, rows, first))
+        first += rows
+    return files
+
+
+def _recorded(files: list[DataFile], fingerprint: str = FP) -> SplitLayout:
+    return plan_sync(files, None, fingerprint, "1" * 40).completed()
+
+
+FOUR = _files(("t-0-of-4", "a", 100), ("t-1-of-4", "b", 100), ("t-2-of-4", "c", 100), ("t-3-of-4", "d", 100))
+
+
+def test_a_first_import_reads_every_file_and_records_them() -> None:
+    plan = plan_sync(FOUR, None, FP, "1" * 40)
+    assert plan.read == ((0, 400),) and plan.files_read == 4 and plan.files_kept == 0 and plan.moves == ()
+    assert plan.changes_layout and all(f.done for f in plan.completed().files)
+    assert not any(f.done for f in plan.layout.files)  # pending until read: a crash reads them again
+
+
+def test_the_same_files_at_a_new_commit_read_nothing_and_change_nothing() -> None:
+    plan = plan_sync(FOUR, _recorded(FOUR), FP, "2" * 40)
+    assert plan.read == () and plan.files_kept == 4 and plan.rows_unchanged == 400 and not plan.changes_layout
+
+
+def test_an_append_that_renames_the_old_files_reads_only_the_new_one() -> None:
+    appended = _files(*[(f"t-{i}-of-5", c, 100) for i, c in enumerate("abcd")], ("t-4-of-5", "e", 50))
+    plan = plan_sync(appended, _recorded(FOUR), FP, "2" * 40)
+    assert plan.read == ((400, 450),) and plan.files_read == 1 and plan.files_kept == 4 and plan.moves == ()
+    assert plan.end_row == 450 and plan.changes_layout
+
+
+def test_a_grown_middle_file_is_read_and_the_files_after_it_move() -> None:
+    grown = _files(("t-0-of-4", "a", 100), ("t-1-of-4", "b2", 120), ("t-2-of-4", "c", 100), ("t-3-of-4", "d", 100))
+    plan = plan_sync(grown, _recorded(FOUR), FP, "2" * 40)
+    assert plan.read == ((100, 220),) and plan.moves == (RowMove(200, 400, 20),)  # c and d: one move
+    assert plan.rows_moved == 200 and plan.rows_unchanged == 100 and plan.end_row == 420
+
+
+def test_a_deleted_file_moves_the_rest_down_and_the_end_comes_earlier() -> None:
+    deleted = _files(("t-0-of-4", "a", 100), ("t-2-of-4", "c", 100), ("t-3-of-4", "d", 100))
+    plan = plan_sync(deleted, _recorded(FOUR), FP, "2" * 40)
+    assert plan.read == () and plan.moves == (RowMove(200, 400, -100),) and plan.end_row == 300
+
+
+def test_a_revert_after_a_change_reads_the_file_again() -> None:
+    changed = _files(("t-0-of-4", "a", 100), ("t-1-of-4", "b2", 100), ("t-2-of-4", "c", 100), ("t-3-of-4", "d", 100))
+    plan = plan_sync(FOUR, _recorded(changed), FP, "3" * 40)
+    assert plan.read == ((100, 200),) and plan.files_kept == 3
+
+
+def test_files_not_done_are_read_again_and_another_fingerprint_reads_everything() -> None:
+    half = plan_sync(FOUR, None, FP, "1" * 40).layout  # recorded before any file was read: nothing done
+    assert plan_sync(FOUR, half, FP, "1" * 40).read == ((0, 400),)
+    assert plan_sync(FOUR, _recorded(FOUR), "other", "1" * 40).read == ((0, 400),)
+
+
+def test_two_files_with_the_same_content_each_keep_their_own_rows() -> None:
+    twins = _files(("x", "same", 10), ("y", "same", 10))
+    plan = plan_sync(twins, _recorded(twins), FP, "2" * 40)
+    assert plan.read == () and plan.moves == () and plan.files_kept == 2

@@ -243,7 +243,7 @@ def test_supabase_migrations_match_the_sql_store(postgres_url: str) -> None:
     engine = make_engine(url)
     _apply_migrations(engine)
     inspector = sa.inspect(engine)
-    for table in ("jobs", "scenes", "job_shards"):
+    for table in ("jobs", "scenes", "job_shards", "split_files"):
         migrated = {c["name"] for c in inspector.get_columns(table)}
         assert migrated == {c.name for c in metadata.tables[table].columns}, table
     uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints("scenes")}

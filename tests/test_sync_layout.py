@@ -3,26 +3,76 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from hf_ingest.jobstore import SplitKey
-from hf_ingest.jobstore.model import LayoutFile, LayoutWrites, RowMove, Scene, SplitLayout
-from hf_ingest.jobstore.sql import SqlJobStore
-from tests.test_jobstore_sql import _fresh_database
+from hf_ingest.jobstore.model import LayoutFile, LayoutWrites, RowMove, Scene, SceneHash, SceneWrites, SplitLayout
+from hf_ingest.jobstore.sql import SqlJobStore, make_engine
+from hf_ingest.jobstore.supabase import (
+    RECORD_LAYOUT_FUNCTION,
+    REMOVE_SCENES_FUNCTION,
+    record_layout_params,
+    remove_scenes_params,
+)
+from tests.test_jobstore_sql import _apply_migrations, _fresh_database
 
 SPLIT = SplitKey("owner/name", "default", "train", "image")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+class MigrationFunctions(SqlJobStore):
+    """The SQL store on a database made by the Supabase migrations, its sync writes done by the migration's
+    functions with the arguments the Supabase store sends them over PostgREST."""
+
+    def _call(self, function: str, params: dict[str, Any]) -> Any:
+        names = ", ".join(f"{name} => :{name}" for name in params)
+        values = {name: json.dumps(value) if isinstance(value, (list, dict)) else value for name, value in params.items()}
+        casts = {name: "jsonb" for name, value in params.items() if isinstance(value, (list, dict))}
+        text = f"select {function}({names})"
+        for name, cast in casts.items():
+            text = text.replace(f":{name}", f"cast(:{name} as {cast})", 1)
+        with self.engine.begin() as conn:
+            return conn.execute(sa.text(text), values).scalar_one()
+
+    def record_layout(self, split: SplitKey, layout: SplitLayout | None, moves: Sequence[RowMove],
+                      end_row: int | None, revision: str | None, job_id: uuid.UUID) -> LayoutWrites:
+        params = record_layout_params(split, layout, moves, end_row, revision, job_id)
+        result = self._call(RECORD_LAYOUT_FUNCTION, params)
+        return LayoutWrites(moved=int(result["moved"]), removed=int(result["removed"]))
+
+    def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
+        return int(self._call(REMOVE_SCENES_FUNCTION, remove_scenes_params(split, rows, revision)))
+
+    def upsert_scenes(self, rows: Sequence[Scene]) -> SceneWrites:
+        payload = [{**s.row(), "id": str(s.id), "job_id": str(s.job_id)} for s in rows]
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.text("select * from hf_ingest_upsert_scenes(cast(:scenes as jsonb))"),
+                               {"scenes": json.dumps(payload)}).one()
+        return SceneWrites(int(row.inserted), int(row.updated), int(row.backfilled))
+
+    def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
+        page = self._call("hf_ingest_scene_hashes", {"p_dataset": split.dataset, "p_config": split.config,
+                                                     "p_split": split.split, "p_image_column": split.image_column,
+                                                     "p_after_row": -1, "p_limit": 1000})
+        return [SceneHash(uuid.UUID(i), int(r), h, uuid.UUID(d) if d else None) for i, r, h, d in page]
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "supabase-functions"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlJobStore]:
-    url = f"sqlite:///{tmp_path / 'jobs.db'}" if request.param == "sqlite" else _fresh_database(
-        request.getfixturevalue("postgres_url"))
-    store = SqlJobStore.from_url(url)
+    if request.param == "sqlite":
+        store = SqlJobStore.from_url(f"sqlite:///{tmp_path / 'jobs.db'}")
+    elif request.param == "postgresql":
+        store = SqlJobStore.from_url(_fresh_database(request.getfixturevalue("postgres_url")))
+    else:
+        engine = make_engine(_fresh_database(request.getfixturevalue("postgres_url")))
+        _apply_migrations(engine)
+        store = MigrationFunctions(engine)
     yield store
     store.engine.dispose()
 

@@ -19,6 +19,10 @@ from hf_ingest.jobstore.model import (
     JOB_KIND,
     Job,
     JobStatus,
+    LayoutFile,
+    LayoutWrites,
+    RowMove,
+    SplitLayout,
     Scene,
     SceneHash,
     SceneWrites,
@@ -42,6 +46,8 @@ _TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57P", "40001", "40P01")
 UPSERT_SCENES_FUNCTION = "hf_ingest_upsert_scenes"  # supabase/migrations/20261202000000_scenes_for_the_app.sql
 SCENE_HASHES_FUNCTION = "hf_ingest_scene_hashes"  # the same migration
 SET_DUPLICATES_FUNCTION = "hf_ingest_set_duplicates"
+RECORD_LAYOUT_FUNCTION = "hf_ingest_record_layout"  # supabase/migrations/20261203000000_keep_datasets_current.sql
+REMOVE_SCENES_FUNCTION = "hf_ingest_remove_scenes"
 SCENE_HASHES_PER_CALL = 100_000  # one JSON value of ~10 MB per call
 DUPLICATES_PER_CALL = 10_000
 UPSERT_SCENES_PER_CALL = 2048  # a batch of small images holds up to BATCH_SIZE (8192) rows: a few MB of JSON a call
@@ -233,6 +239,39 @@ class SupabaseJobStore:
         return int(_call(request).count or 0)
 
 
+    def read_layout(self, split: SplitKey) -> SplitLayout | None:
+        response = _call(
+            lambda: self.client.table("split_files").select("*").eq("dataset", split.dataset)
+            .eq("config", split.config).eq("split", split.split).eq("image_column", split.image_column)
+            .order("position").execute()
+        )
+        rows = response.data or []
+        if not rows:
+            return None
+        files = tuple(LayoutFile(r["name"], r["content_id"], int(r["rows"]), int(r["first_row"]), bool(r["done"]),
+                                 r.get("revision")) for r in rows)
+        return SplitLayout(rows[0]["fingerprint"], files)
+
+    def record_layout(
+        self,
+        split: SplitKey,
+        layout: SplitLayout | None,
+        moves: Sequence[RowMove],
+        end_row: int | None,
+        revision: str | None,
+        job_id: uuid.UUID,
+    ) -> LayoutWrites:
+        """One call of the migration's `hf_ingest_record_layout` (one transaction: a retry finds it all or nothing)."""
+        params = record_layout_params(split, layout, moves, end_row, revision, job_id)
+        data = _call(lambda: self.client.rpc(RECORD_LAYOUT_FUNCTION, params).execute()).data or {}
+        return LayoutWrites(moved=int(data.get("moved") or 0), removed=int(data.get("removed") or 0))
+
+    def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
+        if not rows:
+            return 0
+        params = remove_scenes_params(split, rows, revision)
+        return int(_call(lambda: self.client.rpc(REMOVE_SCENES_FUNCTION, params).execute()).data or 0)
+
     def add_shards(self, shards: Sequence[Shard]) -> list[Shard]:
         if not shards:
             return []
@@ -290,6 +329,25 @@ class SupabaseJobStore:
             .execute()
         )
         return _shard(response.data[0]) if response.data else None
+
+
+def record_layout_params(split: SplitKey, layout: SplitLayout | None, moves: Sequence[RowMove], end_row: int | None,
+                         revision: str | None, job_id: uuid.UUID) -> dict[str, Any]:
+    """The arguments of `hf_ingest_record_layout`, as JSON."""
+    return {
+        "p_dataset": split.dataset, "p_config": split.config, "p_split": split.split,
+        "p_image_column": split.image_column, "p_fingerprint": layout.fingerprint if layout else "",
+        "p_files": [{"name": f.name, "content_id": f.content_id, "rows": f.rows, "first_row": f.first_row,
+                     "done": f.done, "revision": f.revision} for f in layout.files] if layout else None,
+        "p_moves": [{"first_row": m.first_row, "end_row": m.end_row, "shift": m.shift} for m in moves],
+        "p_end_row": end_row, "p_revision": revision, "p_job": str(job_id),
+    }
+
+
+def remove_scenes_params(split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> dict[str, Any]:
+    """The arguments of `hf_ingest_remove_scenes`, as JSON."""
+    return {"p_dataset": split.dataset, "p_config": split.config, "p_split": split.split, "p_revision": revision,
+            "p_rows": [{"image_column": column, "row_index": row} for column, row in rows]}
 
 
 def _shard(row: dict[str, Any]) -> Shard:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench import near_duplicates
+from bench import near_duplicates, sync
 from bench.datasets import ensure, ensure_imagefolder, ensure_mixed_photos, ensure_photos
 from bench.measure import (
     BIN, DATA, SCRATCH, SECRET, check_free_space, fresh_stack, measure_group, remove_scratch, run_import, wait_until_quiet, with_rates,
@@ -215,7 +215,8 @@ def by_median_cpu(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     small_n = int(os.environ.get("BENCH_SMALL", 50_000))
-    subset = {"derivatives": measure_derivatives, "s3": measure_s3}.get(os.environ.get("BENCH_ONLY", ""))
+    subset = {"derivatives": measure_derivatives, "s3": measure_s3, "sync": measure_sync}.get(
+        os.environ.get("BENCH_ONLY", ""))
     if subset is not None:  # a few datasets and rows; their runs' folders removed as the whole bench's are
         try:
             return subset({"small-5000": ensure(DATA, "small-5000", 5_000),
@@ -289,6 +290,15 @@ def measure_derivatives(datasets: dict[str, Path]) -> int:
     return 0
 
 
+def measure_sync(datasets: dict[str, Path]) -> int:
+    """`BENCH_ONLY=sync`: a Hub dataset kept current over four commits (bench/sync.py)."""
+    with bench_stack() as (_, env, settle):
+        runs = sync.measure(env, settle)
+    print_targets(sync.targets(runs))
+    print(json.dumps({"runs": _rounded(runs)}))
+    return 0
+
+
 def bench_environment() -> None:
     """The bench's own stack (ports, state, store and database beside the checkout's other data)."""
     os.environ.update(
@@ -326,6 +336,7 @@ def measure_all(datasets: dict[str, Path], small_n: int) -> int:
         results["flow_photos_hub"] = hub_import(datasets["photos-400"], env, settle)
         results.update(s3_rows(datasets, env, settle))
         results.update(derivative_rows(datasets, env, settle))
+        results.update(sync.measure(env, settle))
         latencies = trigger_latency(stack)
         burst = burst_and_sequence(stack)
     scale = scale_rows(datasets)
@@ -451,6 +462,7 @@ def report(
     ]
     targets += scale_report(scale)
     targets += derivative_targets(r, grouping)
+    targets += sync.targets(r)
     print_targets(targets)
     print(json.dumps({"runs": _rounded(r), "scale": _rounded(scale), "near_duplicates": grouping, "ratios": {k: round(v, 3) for k, v in figures.items()},
                       "latencies_s": [round(x, 3) for x in latencies],

@@ -19,9 +19,12 @@ from blocks.settings import get_settings
 from flows.import_tasks import BATCH_TASK_OPTIONS, no_secrets_in_errors, run_log
 from hf_ingest import runtime
 from hf_ingest.jobstore import SplitKey
-from hf_ingest.jobstore.model import LayoutWrites
+from hf_ingest.jobstore.model import Expected, LayoutChanged, LayoutWrites
 from hf_ingest.source import DatasetStream
 from hf_ingest.sync_plan import SyncPlan, plan_sync, reading_fingerprint
+
+
+PLAN_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,20 @@ def start_sync(job_id: uuid.UUID, stream: DatasetStream) -> SyncStart:
     split = split_of(stream)
     if stream.data_files is None or stream.request.limit is not None:
         return SyncStart(None, store.record_layout(split, None, [], None, stream.revision, job_id))
-    plan = plan_sync(stream.data_files, store.read_layout(split), fingerprint_of(stream), stream.revision)
-    writes = LayoutWrites()
-    if plan.changes_layout:
-        writes = store.record_layout(split, plan.layout, plan.moves, plan.end_row, stream.revision, job_id)
+    for attempt in range(PLAN_ATTEMPTS):
+        previous = store.read_layout(split)
+        plan = plan_sync(stream.data_files, previous, fingerprint_of(stream), stream.revision)
+        writes = LayoutWrites()
+        if not plan.changes_layout:
+            break
+        try:
+            writes = store.record_layout(split, plan.layout, plan.moves, plan.end_row, stream.revision, job_id,
+                                         Expected(previous))
+            break
+        except LayoutChanged:  # another import of the split recorded meanwhile: plan from what it recorded
+            if attempt == PLAN_ATTEMPTS - 1:
+                raise
+            run_log().info("plan", "the split's files were recorded by another import meanwhile; planning again")
     run_log().info("plan", "sync planned", files_read=plan.files_read, files_kept=plan.files_kept,
                    rows_to_read=plan.rows_to_read, rows_unchanged=plan.rows_unchanged, scenes_moved=writes.moved,
                    scenes_removed=writes.removed)
@@ -87,5 +100,9 @@ def finish_sync(job_id: uuid.UUID, stream: DatasetStream, start: SyncStart) -> i
         end_row = stream.rows_read if stream.request.limit is None else None
         return store.record_layout(split_of(stream), None, [], end_row, stream.revision, job_id).removed
     if plan.changes_layout or plan.read:
-        store.record_layout(split_of(stream), plan.completed(), [], None, stream.revision, job_id)
+        try:
+            store.record_layout(split_of(stream), plan.completed(), [], None, stream.revision, job_id,
+                                Expected(plan.layout))
+        except LayoutChanged:  # a newer import of the split recorded its own files: they are the split's now
+            run_log().info("record", "the split's files were recorded by a newer import; left as they are")
     return 0

@@ -49,6 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--limit", type=_at_least_one, default=None, help="flow runs at once")
     worker.add_argument("--name", default=None, help="the worker's name in the Prefect UI")
+    schedule = commands.add_parser(
+        "schedule",
+        help="keep a dataset current on a schedule (a Prefect schedule of hf-ingest/default, seen and paused in the "
+        "UI); without a dataset, or with --list, list them",
+    )
+    schedule.add_argument("dataset", nargs="?", help="Hub id (owner/name), a folder inside LOCAL_DATASET_ROOT, "
+                          "or (with --remove/--pause/--resume) a schedule's slug as --list shows it")
+    schedule.add_argument("--cron", help="when to sync, e.g. '0 3 * * *' (every day at 03:00)")
+    schedule.add_argument("--timezone", default="UTC", help="of the cron (default UTC)")
+    schedule.add_argument("--config", default=None)
+    schedule.add_argument("--split", default="train")
+    schedule.add_argument("--image-column", default=None)
+    schedule.add_argument("--revision", default="main", help="branch or tag to follow (default: main)")
+    action = schedule.add_mutually_exclusive_group()
+    action.add_argument("--list", action="store_true", help="list the schedules")
+    action.add_argument("--remove", action="store_true", help="remove the dataset's schedule")
+    action.add_argument("--pause", action="store_true", help="pause it (as the UI's toggle does)")
+    action.add_argument("--resume", action="store_true", help="resume it")
     commands.add_parser("reconcile", help="bring unfinished jobs in line with their Prefect flow runs (one pass)")
     commands.add_parser(
         "setup-prefect",
@@ -88,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         start(args.limit, args.name)
         return 0
+    if args.command == "schedule":
+        return schedule_command(args)
     if args.command == "reconcile":
         from deployments.reconciler import run_cli
 
@@ -124,6 +144,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if state.is_completed() else 1
 
 
+def schedule_command(args: argparse.Namespace) -> int:
+    """`hf-ingest schedule`: set, list, pause, resume or remove a dataset's sync schedule."""
+    from deployments.schedules import change_schedule, checked_parameters, list_schedules, schedule_slug, set_schedule
+    from hf_ingest.import_request import InvalidImport
+
+    if args.list or args.dataset is None:
+        schedules = asyncio.run(list_schedules())
+        for schedule in schedules:
+            print(schedule.describe())
+        if not schedules:
+            print("no schedules (hf-ingest schedule OWNER/NAME --cron '0 3 * * *' makes one)", file=sys.stderr)
+        return 0
+    changing = args.remove or args.pause or args.resume
+    try:
+        params = checked_parameters(args.dataset, args.config, args.split, args.image_column, args.revision)
+        slug = schedule_slug(params)
+    except InvalidImport as exc:
+        if not changing:
+            print(f"not scheduled: {exc}", file=sys.stderr)
+            return 2
+        slug = args.dataset  # a schedule's slug, or a dataset that is gone
+    if changing:
+        active = None if args.remove else bool(args.resume)
+        if not asyncio.run(change_schedule(slug, active=active, remove=args.remove)):
+            print(f"no schedule {slug!r} (hf-ingest schedule --list shows them)", file=sys.stderr)
+            return 1
+        print(f"{slug}: {'removed' if args.remove else 'resumed' if args.resume else 'paused'}")
+        return 0
+    if not args.cron:
+        print("--cron is required to schedule a dataset, e.g. --cron '0 3 * * *'", file=sys.stderr)
+        return 2
+    try:
+        made = asyncio.run(set_schedule(params, args.cron, args.timezone))
+    except ValueError as exc:  # a cron or time zone Prefect does not accept
+        print(f"not scheduled: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        return 2
+    print(made.describe())
+    return 0
+
+
 def describe_outcome(job: Job) -> str:
     """A few lines for people: the status, the counts, and where the images and rows went."""
     from sqlalchemy.engine import make_url
@@ -137,6 +197,12 @@ def describe_outcome(job: Job) -> str:
             f"  rows seen {progress.get('rows_seen', 0)}; images stored {progress.get('stored', 0)}, "
             f"already present {progress.get('already_present', 0)}; skipped as invalid: {invalid}"
         )
+        if "files_read" in progress:
+            lines.append(
+                f"  sync: {progress['files_read']} data files read, {progress.get('files_kept', 0)} kept "
+                f"({progress.get('scenes_unchanged', 0)} rows unchanged, {progress.get('scenes_moved', 0)} scenes "
+                f"moved); {progress.get('scenes_removed', 0)} scenes marked removed"
+            )
         if progress.get("near_duplicates") is not None:
             lines.append(
                 f"  derivatives: {progress.get('derivatives_stored', 0)} thumbnails and previews stored, "

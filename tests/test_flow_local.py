@@ -131,7 +131,7 @@ def test_running_the_same_import_again_adds_nothing(isolated_settings: Path) -> 
     job = runtime.job_store().get_job(second)
     assert job and job.status is JobStatus.COMPLETED
     assert job.progress["stored"] == 0 and job.progress["rows_seen"] == 0  # its file is as recorded: not read
-    assert job.progress["files_kept"] == 1 and job.progress["scenes_recorded"] == 0
+    assert job.progress["files_kept"] == 2 and job.progress["scenes_recorded"] == 0
     assert runtime.object_store().count_objects() == objects
     assert runtime.job_store().count_scenes() == len(valid_cases())
 

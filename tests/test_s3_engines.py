@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +59,8 @@ def test_both_engines_store_the_same_objects_and_count_honestly_on_a_rerun(
     first, again = uuid.uuid4(), uuid.uuid4()
     asyncio.run(hf_ingest(dataset=str(dataset), job_id=first))
     seaweed_proxy.requests.clear()
-    asyncio.run(hf_ingest(dataset=str(dataset), job_id=again))
+    copy = shutil.copytree(dataset, isolated_settings / "same-images")  # another dataset: read, its objects found
+    asyncio.run(hf_ingest(dataset=str(copy), job_id=again))
     methods = [method for method, path in seaweed_proxy.requests if "/images/" in path]
 
     store = runtime.job_store()

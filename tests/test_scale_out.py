@@ -331,3 +331,42 @@ def test_on_one_machine_the_waiting_parent_imports_the_shards_no_worker_took(
     count, distinct, shas = _scene_rows(two_workers, repo)
     assert count == distinct == len(valid) and shas == valid
     assert all(s.status.value == "completed" and s.attempts == 1 for s in shards)
+
+
+@pytest.mark.timeout(600)
+def test_a_sync_reads_only_the_changed_files_in_shards_and_moves_the_rows_after_them(
+    two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
+) -> None:
+    """A newer commit rewrites two of the eight files with more rows: the sync plans its shards over those two
+    files alone (child runs on the pool, as a first import), moves the rows of the files after them without
+    reading them, and ends with one live scene per valid row at the new commit."""
+    import pyarrow.parquet as pq
+
+    repo, _, _ = _publish(hub_server, tmp_path, "sync")
+    first = two_workers.post({"dataset": repo})
+    assert two_workers.wait_for(first["job_id"], {"completed", "failed"}, timeout=300)["status"] == "completed"
+    folder = tmp_path / "sync"
+    for index in (2, 5):
+        rows = [{"image": encode_image((50 + i % 23, 40), "JPEG", color=(index * 40, i % 256, 7)), "i": 10**5 + i}
+                for i in range(ROWS_PER_FILE + 40)]
+        written = write_parquet_dataset(tmp_path / f"file-{index}", rows)
+        shutil.move(str(next(written.rglob("*.parquet"))), folder / "data" / f"train-{index:05d}-of-{FILES:05d}.parquet")
+    hub_server.publish(repo, folder, "two files rewritten with more rows")
+
+    body = two_workers.post({"dataset": repo})
+    job = two_workers.wait_for(body["job_id"], {"completed", "failed"}, timeout=300)
+    assert job["status"] == "completed", (job["error"], job["progress"])
+    progress = job["progress"]
+    assert (progress["files_read"], progress["files_kept"]) == (2, FILES - 2)
+    assert progress["rows_seen"] == 2 * (ROWS_PER_FILE + 40) and progress["shards_total"] >= 2
+    assert progress["scenes_moved"] > 0
+    expected, row = {}, 0
+    for path in sorted(folder.glob("data/*.parquet")):
+        for value in pq.read_table(path, columns=["image"]).column("image").to_pylist():
+            if value["bytes"] != b"broken":
+                expected[row] = hashlib.sha256(value["bytes"]).hexdigest()
+            row += 1
+    with two_workers.store.engine.connect() as conn:
+        live = conn.execute(sa.text("select row_index, sha256 from scenes where dataset = :d and removed_at is null"),
+                            {"d": repo}).all()
+    assert len(live) == len(expected) and {r.row_index: r.sha256 for r in live} == expected

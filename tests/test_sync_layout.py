@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from hf_ingest.jobstore import SplitKey
-from hf_ingest.jobstore.model import LayoutFile, LayoutWrites, RowMove, Scene, SceneHash, SceneWrites, SplitLayout
+from hf_ingest.jobstore.model import Expected, LayoutChanged, LayoutFile, LayoutWrites, RowMove, Scene, SceneHash, SceneWrites, SplitLayout
 from hf_ingest.jobstore.sql import SqlJobStore, make_engine
 from hf_ingest.jobstore.supabase import (
     RECORD_LAYOUT_FUNCTION,
@@ -41,9 +41,15 @@ class MigrationFunctions(SqlJobStore):
             return conn.execute(sa.text(text), values).scalar_one()
 
     def record_layout(self, split: SplitKey, layout: SplitLayout | None, moves: Sequence[RowMove],
-                      end_row: int | None, revision: str | None, job_id: uuid.UUID) -> LayoutWrites:
-        params = record_layout_params(split, layout, moves, end_row, revision, job_id)
-        result = self._call(RECORD_LAYOUT_FUNCTION, params)
+                      end_row: int | None, revision: str | None, job_id: uuid.UUID,
+                      expected: Expected | None = None) -> LayoutWrites:
+        params = record_layout_params(split, layout, moves, end_row, revision, job_id, expected)
+        try:
+            result = self._call(RECORD_LAYOUT_FUNCTION, params)
+        except sa.exc.DBAPIError as exc:
+            if "layout changed" in str(exc):
+                raise LayoutChanged(str(exc)) from None
+            raise
         return LayoutWrites(moved=int(result["moved"]), removed=int(result["removed"]))
 
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
@@ -177,3 +183,19 @@ def test_images_of_a_list_column_move_with_their_row(store: SqlJobStore) -> None
     store.record_layout(SPLIT, None, [RowMove(2, 4, 1)], 5, "2" * 40, job)
     live = _live(store)
     assert live[("image[0]", 4)] == "image[0]3" and live[("image[1]", 3)] == "image[1]2"
+
+
+def test_a_sync_records_only_over_the_layout_it_planned_from(store: SqlJobStore) -> None:
+    """Two imports of one split at once (a schedule's run beside a POST): the second to record finds the layout
+    changed and records nothing (it plans again), so no row moves twice."""
+    job = _recorded(store, {row: f"c{row}" for row in range(6)})
+    first = SplitLayout("f" * 32, (LayoutFile("a", "git:1", 3, 0, True), LayoutFile("b", "git:2", 3, 3, True)))
+    store.record_layout(SPLIT, first, [], None, None, job, Expected(None))
+    with pytest.raises(LayoutChanged):
+        store.record_layout(SPLIT, first, [], None, None, job, Expected(None))  # planned before `first` existed
+    moved = SplitLayout("f" * 32, (LayoutFile("a2", "git:3", 4, 0, False), LayoutFile("b", "git:2", 3, 4, True)))
+    assert store.record_layout(SPLIT, moved, [RowMove(3, 6, 1)], 7, "2" * 40, job, Expected(first)).moved == 3
+    with pytest.raises(LayoutChanged):  # the same plan again, from the layout before: nothing moves twice
+        store.record_layout(SPLIT, moved, [RowMove(3, 6, 1)], 7, "2" * 40, job, Expected(first))
+    assert [_live(store)[("image", row)] for row in (4, 5, 6)] == ["c3", "c4", "c5"]
+    assert store.read_layout(SPLIT) == moved

@@ -558,3 +558,72 @@ def test_cancelling_a_run_that_already_finished_reports_how_it_ended(live_stack:
         assert "the flow run is Completed, not cancelled; the job is completed" in response.json()["detail"]
         assert client.get(f"/jobs/{stale}").json()["status"] == "completed"
     assert _prefect(live_stack, "GET", f"/flow_runs/{body['flow_run_id']}")["state"]["type"] == "COMPLETED"
+
+
+def test_a_dataset_kept_current_on_a_schedule_runs_gets_its_job_and_is_seen_and_paused_in_the_prefect_ui(
+    live_stack: LiveStack, tmp_path: Path,
+) -> None:
+    """`hf-ingest schedule` makes a Prefect schedule of the deployment, checked as the trigger checks a request;
+    its runs are normal imports with job rows (this one: a commit already imported, so a sync that reads
+    nothing); the deployment's page in the UI (Chromium) shows it; paused, it makes no more runs."""
+    from playwright.sync_api import sync_playwright
+
+    env = {**live_stack.env, "PREFECT_API_URL": live_stack.api_url, "DATABASE_URL": live_stack.database_url}
+    cli = str(Path(sys.executable).parent / "hf-ingest")
+
+    def schedule(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cli, "schedule", *args], env=env, cwd=CHECKOUT, capture_output=True, text=True,
+                              timeout=120)
+
+    refused = schedule("../../etc", "--cron", "* * * * *")
+    assert refused.returncode == 2 and "LOCAL_DATASET_ROOT" in refused.stderr
+    assert schedule("sample", "--cron", "every day").returncode == 2  # not a cron: nothing is made
+    with live_stack.client() as client:  # the dataset is imported before: the schedule's runs read nothing
+        first = client.post("/process-huggingface", json={"dataset": "sample"}).json()
+    assert live_stack.wait_for(first["job_id"], {"completed", "failed"})["status"] == "completed"
+
+    made = schedule("sample", "--cron", "* * * * *")
+    assert made.returncode == 0, made.stderr
+    slug = made.stdout.split()[0]
+    assert slug.startswith("sync-") and "active" in made.stdout
+    deployment = _prefect(live_stack, "GET", "/deployments/name/hf-ingest/default")
+    schedules = {s["slug"]: s for s in _prefect(live_stack, "GET", f"/deployments/{deployment['id']}/schedules")}
+    assert schedules[slug]["active"] and schedules[slug]["parameters"]["dataset"].endswith("/sample")
+    assert schedules[slug]["schedule"]["cron"] == "* * * * *"
+
+    deadline = time.monotonic() + 180  # Prefect's scheduler makes the runs; the next minute starts one
+    while True:
+        runs = _prefect(live_stack, "POST", "/flow_runs/filter", json={
+            "flow_runs": {"deployment_id": {"any_": [deployment["id"]]}, "auto_scheduled": {"is_": True},
+                          "state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}})
+        if runs:
+            break
+        assert time.monotonic() < deadline, "no scheduled run finished within 3 minutes"
+        time.sleep(2)
+    run = runs[0]
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    job = live_stack.store.get_job(uuid.UUID(run["id"]))  # a scheduled run gets its job row like any other
+    assert job is not None and job.status is JobStatus.COMPLETED
+    assert job.progress["files_read"] == 0 and job.progress["files_kept"] == 1 and job.progress["rows_seen"] == 0
+    assert _seconds(job.finished_at.isoformat(), job.started_at.isoformat()) < 15  # type: ignore[union-attr]
+
+    ui = live_stack.api_url.removesuffix("/api")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{ui}/deployments/deployment/{deployment['id']}", wait_until="networkidle")
+            page.get_by_text("Every minute").first.wait_for(timeout=15_000)
+            toggle = page.get_by_role("switch").first
+            assert toggle.is_checked()
+            toggle.click()  # the operator pauses it in the UI
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(tmp_path / "schedule.png"))
+        finally:
+            browser.close()
+    listed = schedule("--list")
+    assert slug in listed.stdout and "paused" in listed.stdout.split(slug, 1)[1].splitlines()[0]
+    assert schedule("sample", "--resume").returncode == 0
+    assert "active" in schedule("--list").stdout.split(slug, 1)[1].splitlines()[0]
+    assert schedule("sample", "--remove").returncode == 0
+    assert slug not in schedule("--list").stdout

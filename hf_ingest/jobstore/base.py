@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from hf_ingest.jobstore.model import (
+    Expected,
     Job,
     JobStatus,
     LayoutWrites,
@@ -88,8 +89,10 @@ class JobStore(Protocol):
         end_row: int | None,
         revision: str | None,
         job_id: uuid.UUID,
+        expected: Expected | None = None,
     ) -> LayoutWrites:
-        """In one transaction: move the scenes of `moves` (their content to the rows `shift` further on,
+        """In one transaction (and, given `expected`, only if the split's layout is still that one, else
+        `LayoutChanged` and no change): move the scenes of `moves` (their content to the rows `shift` further on,
         without reading images; a row a move lands on whose source had no scene is marked removed), mark
         removed the live scenes at or after `end_row` (None: leave them), and make `layout` the split's
         (None: forget it). Removed scenes get `removed_at`/`removed_in`; nothing is deleted."""

@@ -213,6 +213,18 @@ class LayoutWrites:
     removed: int = 0
 
 
+class LayoutChanged(RuntimeError):
+    """The split's recorded layout is not the one a sync planned from: another import of the split recorded
+    its own meanwhile (a schedule's run beside a POST). Moving again would move twice: plan again."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """`record_layout(..., expected=Expected(layout))`: record only if the split's layout is still `layout`."""
+
+    layout: SplitLayout | None
+
+
 def latest_per_key(scenes: Sequence[Scene]) -> list[Scene]:
     """One scene per key (the last): a database cannot insert-or-update one row twice in one statement."""
     return list({scene.key(): scene for scene in scenes}.values())

@@ -18,6 +18,8 @@ from hf_ingest.jobstore.model import (
     SCENE_KEY,
     Job,
     JobStatus,
+    Expected,
+    LayoutChanged,
     LayoutFile,
     LayoutWrites,
     RowMove,
@@ -423,9 +425,13 @@ class SqlJobStore:
                              [{"scene_id": i, "first": f} for i, f in items])
 
     def read_layout(self, split: SplitKey) -> SplitLayout | None:
-        query = sa.select(split_files).where(_layout_key(split)).order_by(split_files.c.position)
         with self.engine.connect() as conn:
-            rows = list(conn.execute(query).mappings())
+            return self._layout(conn, split)
+
+    @staticmethod
+    def _layout(conn: sa.Connection, split: SplitKey) -> SplitLayout | None:
+        query = sa.select(split_files).where(_layout_key(split)).order_by(split_files.c.position)
+        rows = list(conn.execute(query).mappings())
         if not rows:
             return None
         files = tuple(LayoutFile(r["name"], r["content_id"], r["rows"], r["first_row"], r["done"], r["revision"])
@@ -440,12 +446,19 @@ class SqlJobStore:
         end_row: int | None,
         revision: str | None,
         job_id: uuid.UUID,
+        expected: Expected | None = None,
     ) -> LayoutWrites:
         now = utcnow()
         removed = {"removed_at": now, "removed_in": revision}
         live = sa.and_(_in_split(split), scenes.c.removed_at.is_(None))
         moved = gone = 0
         with self._writing() as conn:
+            if expected is not None:
+                if self.engine.dialect.name == "postgresql":  # one sync of a split at a time, until commit
+                    conn.execute(sa.text("select pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                                 {"key": "|".join((split.dataset, split.config, split.split, split.image_column))})
+                if self._layout(conn, split) != expected.layout:
+                    raise LayoutChanged(f"the layout of {split} changed while this sync planned")
             if moves:
                 source = scenes.alias("source")
                 target_shift = _shift_of(scenes.c.row_index, moves, at_target=True)

@@ -19,6 +19,8 @@ from hf_ingest.jobstore.model import (
     JOB_KIND,
     Job,
     JobStatus,
+    Expected,
+    LayoutChanged,
     LayoutFile,
     LayoutWrites,
     RowMove,
@@ -260,10 +262,16 @@ class SupabaseJobStore:
         end_row: int | None,
         revision: str | None,
         job_id: uuid.UUID,
+        expected: Expected | None = None,
     ) -> LayoutWrites:
         """One call of the migration's `hf_ingest_record_layout` (one transaction: a retry finds it all or nothing)."""
-        params = record_layout_params(split, layout, moves, end_row, revision, job_id)
-        data = _call(lambda: self.client.rpc(RECORD_LAYOUT_FUNCTION, params).execute()).data or {}
+        params = record_layout_params(split, layout, moves, end_row, revision, job_id, expected)
+        try:
+            data = _call(lambda: self.client.rpc(RECORD_LAYOUT_FUNCTION, params).execute()).data or {}
+        except SupabaseRequestError as exc:
+            if "layout changed" in str(exc):
+                raise LayoutChanged(str(exc)) from None
+            raise
         return LayoutWrites(moved=int(data.get("moved") or 0), removed=int(data.get("removed") or 0))
 
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
@@ -331,16 +339,23 @@ class SupabaseJobStore:
         return _shard(response.data[0]) if response.data else None
 
 
+def _files_json(layout: SplitLayout) -> list[dict[str, Any]]:
+    return [{"name": f.name, "content_id": f.content_id, "rows": f.rows, "first_row": f.first_row, "done": f.done,
+             "revision": f.revision} for f in layout.files]
+
+
 def record_layout_params(split: SplitKey, layout: SplitLayout | None, moves: Sequence[RowMove], end_row: int | None,
-                         revision: str | None, job_id: uuid.UUID) -> dict[str, Any]:
+                         revision: str | None, job_id: uuid.UUID, expected: Expected | None = None) -> dict[str, Any]:
     """The arguments of `hf_ingest_record_layout`, as JSON."""
+    before = expected.layout if expected is not None else None
     return {
         "p_dataset": split.dataset, "p_config": split.config, "p_split": split.split,
         "p_image_column": split.image_column, "p_fingerprint": layout.fingerprint if layout else "",
-        "p_files": [{"name": f.name, "content_id": f.content_id, "rows": f.rows, "first_row": f.first_row,
-                     "done": f.done, "revision": f.revision} for f in layout.files] if layout else None,
+        "p_files": _files_json(layout) if layout else None,
         "p_moves": [{"first_row": m.first_row, "end_row": m.end_row, "shift": m.shift} for m in moves],
-        "p_end_row": end_row, "p_revision": revision, "p_job": str(job_id),
+        "p_end_row": end_row, "p_revision": revision, "p_job": str(job_id), "p_check": expected is not None,
+        "p_expected": {"fingerprint": before.fingerprint if before else None,
+                       "files": _files_json(before) if before else []},
     }
 
 

@@ -106,10 +106,11 @@ $$;
 -- A sync, before it reads anything, in one transaction: move the scenes of rows that only moved
 -- (p_moves: [{first_row, end_row, shift}]; a row keeps its id, the content moves), mark removed a row a move
 -- lands on whose source had no scene and the rows at or after p_end_row, and make p_files the split's
--- recorded files (null: forget them). Returns {moved, removed}.
+-- recorded files (null: forget them). With p_check, only if the recorded files are still p_expected
+-- ({fingerprint, files}), else the error 'hf_ingest: layout changed'. Returns {moved, removed}.
 create or replace function public.hf_ingest_record_layout(
     p_dataset text, p_config text, p_split text, p_image_column text, p_fingerprint text, p_files jsonb,
-    p_moves jsonb, p_end_row bigint, p_revision text, p_job uuid
+    p_moves jsonb, p_end_row bigint, p_revision text, p_job uuid, p_check boolean, p_expected jsonb
 )
 returns jsonb
 language plpgsql
@@ -122,7 +123,22 @@ declare
     v_removed bigint := 0;
     v_count bigint;
     v_orphans uuid[];
+    v_current jsonb;
+    v_fingerprint text;
 begin
+    if p_check then  -- only if the split's files are still those the sync planned from; one sync at a time
+        perform pg_advisory_xact_lock(hashtextextended(p_dataset || '|' || p_config || '|' || p_split || '|' || p_image_column, 0));
+        select coalesce(jsonb_agg(jsonb_build_object('name', name, 'content_id', content_id, 'rows', rows,
+                                                     'first_row', first_row, 'done', done, 'revision', revision)
+                                  order by position), '[]'::jsonb), max(fingerprint)
+          into v_current, v_fingerprint
+          from public.split_files
+         where dataset = p_dataset and config = p_config and split = p_split and image_column = p_image_column;
+        if v_current <> coalesce(p_expected -> 'files', '[]'::jsonb)
+           or v_fingerprint is distinct from (p_expected ->> 'fingerprint') then
+            raise exception 'hf_ingest: layout changed' using hint = 'another import of the split recorded its files; plan again';
+        end if;
+    end if;
     if p_moves is not null and jsonb_array_length(p_moves) > 0 then
         select coalesce(array_agg(t.id), '{}') into v_orphans  -- read before anything moves
           from public.scenes t
@@ -207,21 +223,21 @@ as $$
 $$;
 
 revoke all on function public.hf_ingest_upsert_scenes(jsonb) from public;
-revoke all on function public.hf_ingest_record_layout(text, text, text, text, text, jsonb, jsonb, bigint, text, uuid) from public;
+revoke all on function public.hf_ingest_record_layout(text, text, text, text, text, jsonb, jsonb, bigint, text, uuid, boolean, jsonb) from public;
 revoke all on function public.hf_ingest_remove_scenes(text, text, text, jsonb, text) from public;
 
 do $$
 begin
     if exists (select 1 from pg_roles where rolname = 'anon') then
         revoke all on function public.hf_ingest_upsert_scenes(jsonb) from anon, authenticated;
-        revoke all on function public.hf_ingest_record_layout(text, text, text, text, text, jsonb, jsonb, bigint, text, uuid)
+        revoke all on function public.hf_ingest_record_layout(text, text, text, text, text, jsonb, jsonb, bigint, text, uuid, boolean, jsonb)
             from anon, authenticated;
         revoke all on function public.hf_ingest_remove_scenes(text, text, text, jsonb, text) from anon, authenticated;
         revoke all on public.split_files from anon, authenticated;
     end if;
     if exists (select 1 from pg_roles where rolname = 'service_role') then
         grant execute on function public.hf_ingest_upsert_scenes(jsonb) to service_role;
-        grant execute on function public.hf_ingest_record_layout(text, text, text, text, text, jsonb, jsonb, bigint, text, uuid)
+        grant execute on function public.hf_ingest_record_layout(text, text, text, text, text, jsonb, jsonb, bigint, text, uuid, boolean, jsonb)
             to service_role;
         grant execute on function public.hf_ingest_remove_scenes(text, text, text, jsonb, text) to service_role;
         grant all on public.split_files to service_role;

@@ -593,9 +593,9 @@ def test_a_dataset_kept_current_on_a_schedule_runs_gets_its_job_and_is_seen_and_
 
     deadline = time.monotonic() + 180  # Prefect's scheduler makes the runs; the next minute starts one
     while True:
-        runs = _prefect(live_stack, "POST", "/flow_runs/filter", json={
-            "flow_runs": {"deployment_id": {"any_": [deployment["id"]]}, "auto_scheduled": {"is_": True},
-                          "state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}})
+        runs = [run for run in _prefect(live_stack, "POST", "/flow_runs/filter", json={
+            "flow_runs": {"deployment_id": {"any_": [deployment["id"]]},
+                          "state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}}) if run["auto_scheduled"]]
         if runs:
             break
         assert time.monotonic() < deadline, "no scheduled run finished within 3 minutes"
@@ -613,16 +613,28 @@ def test_a_dataset_kept_current_on_a_schedule_runs_gets_its_job_and_is_seen_and_
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{ui}/deployments/deployment/{deployment['id']}", wait_until="networkidle")
-            page.get_by_text("Every minute").first.wait_for(timeout=15_000)
-            toggle = page.get_by_role("switch").first
-            assert toggle.is_checked()
-            toggle.click()  # the operator pauses it in the UI
-            page.wait_for_timeout(1500)
+            page.get_by_text(slug).first.wait_for(timeout=15_000)  # the schedule, by its slug, with its toggle
+            page.get_by_text("auto-scheduled").first.wait_for(timeout=15_000)  # and the runs it made
+            toggles = page.get_by_role("switch")
+            assert toggles.count() == 1 and toggles.first.is_checked()
+            toggles.first.click()  # the operator pauses it in the UI
+            deadline = time.monotonic() + 15
+            while _prefect(live_stack, "GET", f"/deployments/{deployment['id']}/schedules")[0]["active"]:
+                assert time.monotonic() < deadline, "the UI's toggle did not pause the schedule"
+                time.sleep(0.5)
             page.screenshot(path=str(tmp_path / "schedule.png"))
         finally:
             browser.close()
+    deadline = time.monotonic() + 30  # paused: Prefect drops the runs it had scheduled, and makes no more
+    while _prefect(live_stack, "POST", "/flow_runs/filter", json={"flow_runs": {
+            "deployment_id": {"any_": [deployment["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}):
+        assert time.monotonic() < deadline, "a paused schedule still has runs scheduled"
+        time.sleep(1)
     listed = schedule("--list")
     assert slug in listed.stdout and "paused" in listed.stdout.split(slug, 1)[1].splitlines()[0]
+    setup = subprocess.run([cli, "setup-prefect"], env=env, cwd=CHECKOUT, capture_output=True, text=True, timeout=300)
+    assert setup.returncode == 0, setup.stderr  # what `make up` runs again: the deployment is redeployed...
+    assert slug in schedule("--list").stdout  # ...and keeps its schedules
     assert schedule("sample", "--resume").returncode == 0
     assert "active" in schedule("--list").stdout.split(slug, 1)[1].splitlines()[0]
     assert schedule("sample", "--remove").returncode == 0

@@ -39,6 +39,11 @@ class SyncStart:
         """The row ranges to read; None: the whole stream."""
         return list(self.plan.read) if self.plan is not None else None
 
+    @property
+    def changes_scenes(self) -> bool:
+        """False for a sync that finds the split exactly as recorded: nothing is read, moved or removed."""
+        return self.plan is None or self.plan.changes_layout
+
     def counts(self) -> dict[str, int] | None:
         if self.plan is None:
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from hf_ingest.sync_plan import DataFile
@@ -29,18 +30,36 @@ def local_content_id(path: str) -> str:
     return f"local:{status.st_size}:{status.st_mtime_ns}"
 
 
-def data_files(paths: Sequence[str], row_counts: Sequence[int], root: str, filesystem: Any | None) -> tuple[DataFile, ...]:
-    """The split's data files in order, each with its name inside the dataset (`root`: the repository at the
-    commit, or the local folder), content id, rows and the row it starts at."""
+@dataclass(frozen=True)
+class FileIdentity:
+    """A data file's name inside the dataset, content id and size, from the listing (nothing read)."""
+
+    path: str  # as the reader opens it
+    name: str
+    content_id: str
+    size: int
+
+
+def file_identities(paths: Sequence[str], root: str, filesystem: Any | None) -> list[FileIdentity]:
+    """The split's data files as the listing describes them (`root`: the repository at the commit, or the
+    local folder): one tree request per folder on the Hub, a `stat` per file locally."""
+    identities = []
+    for path in paths:
+        if filesystem is not None:
+            info = filesystem.info(path)
+            name = path.removeprefix("hf://").removeprefix(root.removeprefix("hf://")).lstrip("/")
+            identities.append(FileIdentity(path, name, hub_content_id(info), int(info.get("size") or 0)))
+        else:
+            identities.append(FileIdentity(path, os.path.relpath(path, root), local_content_id(path),
+                                           os.stat(path).st_size))
+    return identities
+
+
+def data_files(identities: Sequence[FileIdentity], row_counts: Sequence[int]) -> tuple[DataFile, ...]:
+    """The split's data files in order, each with its rows and the row it starts at."""
     files: list[DataFile] = []
     first_row = 0
-    for path, rows in zip(paths, row_counts, strict=True):
-        if filesystem is not None:
-            content_id = hub_content_id(filesystem.info(path))
-            name = path.removeprefix("hf://").removeprefix(root.removeprefix("hf://")).lstrip("/")
-        else:
-            content_id = local_content_id(path)
-            name = os.path.relpath(path, root)
-        files.append(DataFile(name, content_id, rows, first_row))
+    for identity, rows in zip(identities, row_counts, strict=True):
+        files.append(DataFile(identity.name, identity.content_id, rows, first_row))
         first_row += rows
     return tuple(files)

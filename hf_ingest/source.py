@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from hf_ingest.backoff import backoff_delay
-from hf_ingest.data_file_ids import data_files
+from hf_ingest.data_file_ids import data_files, file_identities
 from hf_ingest.dataset_files import DatasetFiles, FileRef, HubDatasetFiles, LocalDatasetFiles
 from hf_ingest.images import InvalidImage
 from hf_ingest.metadata import MetadataColumns
@@ -315,8 +315,16 @@ def _not_importable(name: str, feature: Any, dataset: str) -> str:
     )
 
 
-def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image_bytes: int = 100 * 2**20) -> DatasetStream:
-    """Open the split (Hub id at its resolved commit, or local folder); fails fast on anything permanent."""
+KnownRows = Callable[[list[str]], dict[str, int]]  # content ids -> rows, of data files read before
+
+
+def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image_bytes: int = 100 * 2**20,
+                 known_rows: KnownRows | None = None) -> DatasetStream:
+    """Open the split (Hub id at its resolved commit, or local folder); fails fast on anything permanent.
+
+    `known_rows` gives the rows of data files imported before, by content id: their footers are not read
+    again (a sync of a dataset of thousands of files would otherwise read every footer to find the few
+    that changed)."""
     from hf_ingest.hub import hub_filesystem, resolve_commit
 
     local = Path(request.dataset)
@@ -338,11 +346,15 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
         open_footer = (lambda path: filesystem.open(path, "rb", block_size=2**16)) if filesystem is not None else open_file
         declared = dict(builder.info.features or {})  # from the README's dataset_info, with ClassLabel names
         features = {**parquet_features(open_footer(parquet_files[0])), **declared}
-        sizes = parquet_sizes(parquet_files, open_footer)
-        row_counts = [rows for rows, _ in sizes]
-        total_rows, total_bytes = sum(row_counts), sum(data for _, data in sizes)
         root = files.root if isinstance(files, HubDatasetFiles) else str(local.resolve())
-        listed = data_files(parquet_files, row_counts, root, filesystem)
+        identities = file_identities(parquet_files, root, filesystem)
+        known = known_rows([i.content_id for i in identities]) if known_rows else {}
+        unread = [i.path for i in identities if i.content_id not in known]
+        footers = dict(zip(unread, parquet_sizes(unread, open_footer), strict=True)) if unread else {}
+        row_counts = [known[i.content_id] if i.path not in footers else footers[i.path][0] for i in identities]
+        data_sizes = [i.size if i.path not in footers else footers[i.path][1] for i in identities]
+        total_rows, total_bytes = sum(row_counts), sum(data_sizes)
+        listed = data_files(identities, row_counts)
     else:
         iterable = _streaming_split(builder, request, hf_token)
         features = dict(iterable.features or {})

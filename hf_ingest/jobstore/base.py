@@ -98,6 +98,10 @@ class JobStore(Protocol):
         (None: forget it). Removed scenes get `removed_at`/`removed_in`; nothing is deleted."""
         ...
 
+    def known_file_rows(self, dataset: str, content_ids: Sequence[str]) -> dict[str, int]:
+        """The rows of the dataset's data files recorded before, by content id (the same bytes, the same rows)."""
+        ...
+
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
         """Mark removed the live scenes at `(image_column, row_index)` (rows whose image is no longer valid)."""
         ...

@@ -514,6 +514,15 @@ class SqlJobStore:
                 sa.tuple_(scenes.c.image_column, scenes.c.row_index).in_(chunk)).values(**removed)).rowcount
         return count
 
+    def known_file_rows(self, dataset: str, content_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(content_ids), 500):
+                query = sa.select(split_files.c.content_id, split_files.c.rows).where(
+                    split_files.c.dataset == dataset, split_files.c.content_id.in_(content_ids[start:start + 500]))
+                found.update({content_id: int(rows) for content_id, rows in conn.execute(query)})
+        return found
+
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
         if not rows:
             return 0

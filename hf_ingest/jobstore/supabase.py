@@ -50,6 +50,7 @@ SCENE_HASHES_FUNCTION = "hf_ingest_scene_hashes"  # the same migration
 SET_DUPLICATES_FUNCTION = "hf_ingest_set_duplicates"
 RECORD_LAYOUT_FUNCTION = "hf_ingest_record_layout"  # supabase/migrations/20261203000000_keep_datasets_current.sql
 REMOVE_SCENES_FUNCTION = "hf_ingest_remove_scenes"
+KNOWN_FILES_PER_CALL = 100
 SCENE_HASHES_PER_CALL = 100_000  # one JSON value of ~10 MB per call
 DUPLICATES_PER_CALL = 10_000
 UPSERT_SCENES_PER_CALL = 2048  # a batch of small images holds up to BATCH_SIZE (8192) rows: a few MB of JSON a call
@@ -273,6 +274,15 @@ class SupabaseJobStore:
                 raise LayoutChanged(str(exc)) from None
             raise
         return LayoutWrites(moved=int(data.get("moved") or 0), removed=int(data.get("removed") or 0))
+
+    def known_file_rows(self, dataset: str, content_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(content_ids), KNOWN_FILES_PER_CALL):  # ids go in the URL: a few at a time
+            chunk = list(content_ids[start:start + KNOWN_FILES_PER_CALL])
+            response = _call(lambda chunk=chunk: self.client.table("split_files").select("content_id,rows")
+                             .eq("dataset", dataset).in_("content_id", chunk).execute())
+            found.update({row["content_id"]: int(row["rows"]) for row in response.data or []})
+        return found
 
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
         if not rows:

@@ -54,7 +54,7 @@ def open_source(request: DatasetRequest) -> DatasetStream:
     """Resolve the commit, the split and the image column; a missing dataset, revision or column fails here, fast."""
     settings = get_settings()
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    known = lambda content_ids: runtime.job_store().known_file_rows(request.dataset, content_ids)  # noqa: E731
+    known = lambda content_ids: runtime.job_store().known_files(request.dataset, content_ids)  # noqa: E731
     stream = open_dataset(request, token, settings.max_image_bytes, known)
     run_log().info(
         "load",

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from hf_ingest.row_sources import Footer
 from hf_ingest.sync_plan import DataFile
 
 
@@ -55,11 +56,11 @@ def file_identities(paths: Sequence[str], root: str, filesystem: Any | None) -> 
     return identities
 
 
-def data_files(identities: Sequence[FileIdentity], row_counts: Sequence[int]) -> tuple[DataFile, ...]:
-    """The split's data files in order, each with its rows and the row it starts at."""
+def data_files(identities: Sequence[FileIdentity], footers: Sequence[Footer]) -> tuple[DataFile, ...]:
+    """The split's data files in order, each with its rows, the row it starts at, and its schema."""
     files: list[DataFile] = []
     first_row = 0
-    for identity, rows in zip(identities, row_counts, strict=True):
-        files.append(DataFile(identity.name, identity.content_id, rows, first_row))
-        first_row += rows
+    for identity, footer in zip(identities, footers, strict=True):
+        files.append(DataFile(identity.name, identity.content_id, footer.rows, first_row, footer.schema))
+        first_row += footer.rows
     return tuple(files)

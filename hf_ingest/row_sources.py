@@ -15,7 +15,9 @@ there instead of from row 0.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -94,36 +96,42 @@ class ParquetRows:
                 source.close()
 
 
-def parquet_sizes(files: Sequence[str], open_footer: Any, threads: int = 8) -> list[tuple[int, int]]:
-    """(rows, data bytes uncompressed) per parquet file, from the footers alone (a few kilobytes each,
-    read a few files at a time): what shards are planned from, without reading the data."""
+@dataclass(frozen=True)
+class Footer:
+    """What a parquet file's footer says without its data being read."""
+
+    rows: int
+    data_bytes: int  # uncompressed
+    schema: str  # the Arrow schema, serialized (base64): the columns' types, kept for the next sync
+
+
+def parquet_footers(files: Sequence[str], open_footer: Any, threads: int = 8) -> list[Footer]:
+    """Each parquet file's footer (a few kilobytes, read a few files at a time): rows and sizes for planning
+    shards, the schema for the column types, without reading the data."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def sizes(path: str) -> tuple[int, int]:
+    def footer(path: str) -> Footer:
         source = open_footer(path)
         try:
             metadata = pq.read_metadata(source)
             data = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
-            return int(metadata.num_rows), int(data)
+            schema = base64.b64encode(metadata.schema.to_arrow_schema().serialize().to_pybytes()).decode()
+            return Footer(int(metadata.num_rows), int(data), schema)
         finally:
             if hasattr(source, "close"):
                 source.close()
 
     with ThreadPoolExecutor(min(threads, max(1, len(files))), thread_name_prefix="footer") as pool:
-        return list(pool.map(sizes, files))
+        return list(pool.map(footer, files))
 
 
-def parquet_features(source: Any) -> dict[str, Any]:
-    """The columns' `datasets` features from a parquet file's schema: as `datasets` wrote them (schema
-    metadata) or inferred per column; None for a type `datasets` has no feature for (an Arrow map, say),
-    which still reaches the scenes' metadata as JSON."""
+def parquet_features(serialized_schema: str) -> dict[str, Any]:
+    """The columns' `datasets` features from a parquet file's Arrow schema (as `parquet_footers` gives it): as
+    `datasets` wrote them (schema metadata) or inferred per column; None for a type `datasets` has no feature
+    for (an Arrow map, say), which still reaches the scenes' metadata as JSON."""
     from datasets import Features
 
-    try:
-        schema = pq.read_schema(source)
-    finally:
-        if hasattr(source, "close"):
-            source.close()
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(serialized_schema)))
     if schema.metadata and b"huggingface" in schema.metadata:
         try:
             return dict(Features.from_arrow_schema(schema))

@@ -23,8 +23,9 @@ from hf_ingest.backoff import backoff_delay
 from hf_ingest.data_file_ids import data_files, file_identities
 from hf_ingest.dataset_files import DatasetFiles, FileRef, HubDatasetFiles, LocalDatasetFiles
 from hf_ingest.images import InvalidImage
+from hf_ingest.jobstore.model import KnownFile
 from hf_ingest.metadata import MetadataColumns
-from hf_ingest.row_sources import DatasetsRows, ParquetRows, RowSource, parquet_features, parquet_sizes
+from hf_ingest.row_sources import DatasetsRows, Footer, ParquetRows, RowSource, parquet_features, parquet_footers
 from hf_ingest.sync_plan import DataFile
 from hf_ingest.transient import PermanentIngestError, is_transient
 
@@ -315,16 +316,16 @@ def _not_importable(name: str, feature: Any, dataset: str) -> str:
     )
 
 
-KnownRows = Callable[[list[str]], dict[str, int]]  # content ids -> rows, of data files read before
+KnownFiles = Callable[[list[str]], dict[str, KnownFile]]  # content ids -> what was read of those files before
 
 
 def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image_bytes: int = 100 * 2**20,
-                 known_rows: KnownRows | None = None) -> DatasetStream:
+                 known_files: KnownFiles | None = None) -> DatasetStream:
     """Open the split (Hub id at its resolved commit, or local folder); fails fast on anything permanent.
 
-    `known_rows` gives the rows of data files imported before, by content id: their footers are not read
-    again (a sync of a dataset of thousands of files would otherwise read every footer to find the few
-    that changed)."""
+    `known_files` gives the rows and schema of data files imported before, by content id: their footers are
+    not read again (a sync of a dataset of thousands of files would otherwise read every footer to find the
+    few that changed)."""
     from hf_ingest.hub import hub_filesystem, resolve_commit
 
     local = Path(request.dataset)
@@ -344,17 +345,18 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
     if parquet_files is not None:  # read with pyarrow: memory bounded by bytes, not by row groups
         open_file = (lambda path: filesystem.open(path, "rb")) if filesystem is not None else (lambda path: path)
         open_footer = (lambda path: filesystem.open(path, "rb", block_size=2**16)) if filesystem is not None else open_file
-        declared = dict(builder.info.features or {})  # from the README's dataset_info, with ClassLabel names
-        features = {**parquet_features(open_footer(parquet_files[0])), **declared}
         root = files.root if isinstance(files, HubDatasetFiles) else str(local.resolve())
         identities = file_identities(parquet_files, root, filesystem)
-        known = known_rows([i.content_id for i in identities]) if known_rows else {}
-        unread = [i.path for i in identities if i.content_id not in known]
-        footers = dict(zip(unread, parquet_sizes(unread, open_footer), strict=True)) if unread else {}
-        row_counts = [known[i.content_id] if i.path not in footers else footers[i.path][0] for i in identities]
-        data_sizes = [i.size if i.path not in footers else footers[i.path][1] for i in identities]
-        total_rows, total_bytes = sum(row_counts), sum(data_sizes)
-        listed = data_files(identities, row_counts)
+        known = known_files([i.content_id for i in identities]) if known_files else {}
+        unread = [i.path for i in identities if i.content_id not in known or not known[i.content_id].schema]
+        footers = dict(zip(unread, parquet_footers(unread, open_footer), strict=True)) if unread else {}
+        described = [footers.get(i.path) or Footer(known[i.content_id].rows, i.size, known[i.content_id].schema)
+                     for i in identities]
+        row_counts = [footer.rows for footer in described]
+        total_rows, total_bytes = sum(row_counts), sum(footer.data_bytes for footer in described)
+        listed = data_files(identities, described)
+        declared = dict(builder.info.features or {})  # from the README's dataset_info, with ClassLabel names
+        features = {**parquet_features(described[0].schema), **declared}
     else:
         iterable = _streaming_split(builder, request, hf_token)
         features = dict(iterable.features or {})

@@ -30,6 +30,7 @@ class DataFile:
     content_id: str  # `sha256:...` (Hub LFS), `git:...` (Hub blob), `local:<size>:<mtime_ns>`
     rows: int
     first_row: int
+    schema: str | None = None  # the Arrow schema from its footer (serialized), recorded for the next sync
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,13 @@ def plan_sync(files: Sequence[DataFile], previous: SplitLayout | None, fingerpri
     for file in files:
         match = _take_match(usable, file)
         if match is None:
-            layout.append(LayoutFile(file.name, file.content_id, file.rows, file.first_row, False, revision))
+            layout.append(LayoutFile(file.name, file.content_id, file.rows, file.first_row, False, revision, file.schema))
             if file.rows:
                 read.append((file.first_row, file.first_row + file.rows))
             continue
         kept += 1
-        layout.append(LayoutFile(file.name, file.content_id, file.rows, file.first_row, True, match.revision))
+        layout.append(LayoutFile(file.name, file.content_id, file.rows, file.first_row, True, match.revision,
+                                 match.schema or file.schema))
         shift = file.first_row - match.first_row
         if shift == 0:
             unchanged += file.rows

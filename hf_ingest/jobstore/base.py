@@ -10,6 +10,7 @@ from hf_ingest.jobstore.model import (
     Expected,
     Job,
     JobStatus,
+    KnownFile,
     LayoutWrites,
     RowMove,
     Scene,
@@ -98,8 +99,8 @@ class JobStore(Protocol):
         (None: forget it). Removed scenes get `removed_at`/`removed_in`; nothing is deleted."""
         ...
 
-    def known_file_rows(self, dataset: str, content_ids: Sequence[str]) -> dict[str, int]:
-        """The rows of the dataset's data files recorded before, by content id (the same bytes, the same rows)."""
+    def known_files(self, dataset: str, content_ids: Sequence[str]) -> dict[str, KnownFile]:
+        """The rows and schema of the dataset's data files recorded before, by content id."""
         ...
 
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:

@@ -180,6 +180,8 @@ class LayoutFile:
     first_row: int
     done: bool = False
     revision: str | None = None  # the commit it was read at (None: a local folder)
+    schema: str | None = field(default=None, compare=False)  # its Arrow schema: the next sync needs no footer
+
 
     @property
     def end_row(self) -> int:
@@ -211,6 +213,14 @@ class LayoutWrites:
 
     moved: int = 0
     removed: int = 0
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """What was read of a data file before (by its content id): the same bytes have the same rows and schema."""
+
+    rows: int
+    schema: str | None
 
 
 class LayoutChanged(RuntimeError):

@@ -53,6 +53,9 @@ def migrate(conn: Connection, metadata: sa.MetaData) -> None:
             _rebuild_sqlite_scenes(conn, metadata, columns)  # makes the current table: v3 included
             return
         _alter_postgresql_scenes(conn)
+    files = {column["name"] for column in sa.inspect(conn).get_columns("split_files")}
+    if "arrow_schema" not in files:  # split_files as the first build of v4 made it
+        conn.exec_driver_sql("alter table split_files add column arrow_schema text")
     sqlite_types = {"uuid": "char(32)", "timestamptz": "datetime"}
     for name, kind in {**V3_COLUMNS, **V4_COLUMNS}.items():
         if name not in columns:

@@ -19,6 +19,7 @@ from hf_ingest.jobstore.model import (
     Job,
     JobStatus,
     Expected,
+    KnownFile,
     LayoutChanged,
     LayoutFile,
     LayoutWrites,
@@ -200,6 +201,7 @@ split_files = sa.Table(
     sa.Column("fingerprint", sa.Text, nullable=False),
     sa.Column("job_id", sa.Uuid),
     sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("arrow_schema", sa.Text),
 )
 
 
@@ -434,8 +436,8 @@ class SqlJobStore:
         rows = list(conn.execute(query).mappings())
         if not rows:
             return None
-        files = tuple(LayoutFile(r["name"], r["content_id"], r["rows"], r["first_row"], r["done"], r["revision"])
-                      for r in rows)
+        files = tuple(LayoutFile(r["name"], r["content_id"], r["rows"], r["first_row"], r["done"], r["revision"],
+                                 r["arrow_schema"]) for r in rows)
         return SplitLayout(rows[0]["fingerprint"], files)
 
     def record_layout(
@@ -479,7 +481,8 @@ class SqlJobStore:
                     {"dataset": split.dataset, "config": split.config, "split": split.split,
                      "image_column": split.image_column, "position": position, "name": f.name,
                      "content_id": f.content_id, "rows": f.rows, "first_row": f.first_row, "done": f.done,
-                     "revision": f.revision, "fingerprint": layout.fingerprint, "job_id": job_id, "updated_at": now}
+                     "revision": f.revision, "fingerprint": layout.fingerprint, "job_id": job_id, "updated_at": now,
+                     "arrow_schema": f.schema}
                     for position, f in enumerate(layout.files)])
         return LayoutWrites(moved=moved, removed=gone)
 
@@ -514,13 +517,15 @@ class SqlJobStore:
                 sa.tuple_(scenes.c.image_column, scenes.c.row_index).in_(chunk)).values(**removed)).rowcount
         return count
 
-    def known_file_rows(self, dataset: str, content_ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def known_files(self, dataset: str, content_ids: Sequence[str]) -> dict[str, KnownFile]:
+        found: dict[str, KnownFile] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(content_ids), 500):
-                query = sa.select(split_files.c.content_id, split_files.c.rows).where(
+                query = sa.select(split_files.c.content_id, split_files.c.rows, split_files.c.arrow_schema).where(
                     split_files.c.dataset == dataset, split_files.c.content_id.in_(content_ids[start:start + 500]))
-                found.update({content_id: int(rows) for content_id, rows in conn.execute(query)})
+                for content_id, rows, schema in conn.execute(query):
+                    if schema or content_id not in found:
+                        found[content_id] = KnownFile(int(rows), schema)
         return found
 
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:

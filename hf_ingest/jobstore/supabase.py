@@ -20,6 +20,7 @@ from hf_ingest.jobstore.model import (
     Job,
     JobStatus,
     Expected,
+    KnownFile,
     LayoutChanged,
     LayoutFile,
     LayoutWrites,
@@ -252,7 +253,7 @@ class SupabaseJobStore:
         if not rows:
             return None
         files = tuple(LayoutFile(r["name"], r["content_id"], int(r["rows"]), int(r["first_row"]), bool(r["done"]),
-                                 r.get("revision")) for r in rows)
+                                 r.get("revision"), r.get("arrow_schema")) for r in rows)
         return SplitLayout(rows[0]["fingerprint"], files)
 
     def record_layout(
@@ -275,13 +276,16 @@ class SupabaseJobStore:
             raise
         return LayoutWrites(moved=int(data.get("moved") or 0), removed=int(data.get("removed") or 0))
 
-    def known_file_rows(self, dataset: str, content_ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def known_files(self, dataset: str, content_ids: Sequence[str]) -> dict[str, KnownFile]:
+        found: dict[str, KnownFile] = {}
         for start in range(0, len(content_ids), KNOWN_FILES_PER_CALL):  # ids go in the URL: a few at a time
             chunk = list(content_ids[start:start + KNOWN_FILES_PER_CALL])
-            response = _call(lambda chunk=chunk: self.client.table("split_files").select("content_id,rows")
-                             .eq("dataset", dataset).in_("content_id", chunk).execute())
-            found.update({row["content_id"]: int(row["rows"]) for row in response.data or []})
+            response = _call(lambda chunk=chunk: self.client.table("split_files")
+                             .select("content_id,rows,arrow_schema").eq("dataset", dataset).in_("content_id", chunk)
+                             .execute())
+            for row in response.data or []:
+                if row.get("arrow_schema") or row["content_id"] not in found:
+                    found[row["content_id"]] = KnownFile(int(row["rows"]), row.get("arrow_schema"))
         return found
 
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:
@@ -361,7 +365,8 @@ def record_layout_params(split: SplitKey, layout: SplitLayout | None, moves: Seq
     return {
         "p_dataset": split.dataset, "p_config": split.config, "p_split": split.split,
         "p_image_column": split.image_column, "p_fingerprint": layout.fingerprint if layout else "",
-        "p_files": _files_json(layout) if layout else None,
+        "p_files": [{**entry, "schema": f.schema} for entry, f in zip(_files_json(layout), layout.files, strict=True)]
+        if layout else None,
         "p_moves": [{"first_row": m.first_row, "end_row": m.end_row, "shift": m.shift} for m in moves],
         "p_end_row": end_row, "p_revision": revision, "p_job": str(job_id), "p_check": expected is not None,
         "p_expected": {"fingerprint": before.fingerprint if before else None,

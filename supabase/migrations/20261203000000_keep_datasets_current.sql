@@ -24,6 +24,7 @@ create table if not exists public.split_files (
     fingerprint text not null,
     job_id uuid,
     updated_at timestamptz not null,
+    arrow_schema text,  -- the file's Arrow schema (base64): a sync needs no footer read for it
     primary key (dataset, config, split, image_column, position)
 );
 alter table public.split_files enable row level security;  -- no policy: only the service role reads it
@@ -192,10 +193,10 @@ begin
      where dataset = p_dataset and config = p_config and split = p_split and image_column = p_image_column;
     if p_files is not null then
         insert into public.split_files (dataset, config, split, image_column, position, name, content_id, rows,
-                                        first_row, done, revision, fingerprint, job_id, updated_at)
+                                        first_row, done, revision, fingerprint, job_id, updated_at, arrow_schema)
         select p_dataset, p_config, p_split, p_image_column, (f.ordinality - 1)::integer, f.value ->> 'name',
                f.value ->> 'content_id', (f.value ->> 'rows')::bigint, (f.value ->> 'first_row')::bigint,
-               (f.value ->> 'done')::boolean, f.value ->> 'revision', p_fingerprint, p_job, v_now
+               (f.value ->> 'done')::boolean, f.value ->> 'revision', p_fingerprint, p_job, v_now, f.value ->> 'schema'
           from jsonb_array_elements(p_files) with ordinality as f(value, ordinality);
     end if;
     return jsonb_build_object('moved', v_moved, 'removed', v_removed);

@@ -71,7 +71,7 @@ def _table_pairs(h: np.ndarray, bits: np.ndarray, max_distance: int) -> tuple[np
     key = np.zeros(len(h), dtype=np.uint64)
     for position, bit in enumerate(bits):
         key |= ((h >> np.uint64(bit)) & np.uint64(1)) << np.uint64(position)
-    order = np.argsort(key, kind="stable")
+    order = np.argsort(key.astype(np.uint32))  # 18-bit keys; any order within a key will do
     sorted_keys = key[order]
     found_a, found_b = [], []
     for offset in range(1, NEIGHBOURS + 1):
@@ -112,7 +112,7 @@ def regroup(store: JobStore, split: SplitKey, max_distance: int) -> int:
     scenes = store.scene_hashes(split)
     grouping = group(np.array([s.row_index for s in scenes], dtype=np.int64),
                      parse_hashes([s.phash for s in scenes]), max_distance)
-    changes: dict[uuid.UUID, uuid.UUID | None] = {}
+    changes: dict[uuid.UUID | str, uuid.UUID | str | None] = {}
     for scene, first in zip(scenes, grouping.first.tolist(), strict=True):
         wanted = None if scenes[first] is scene else scenes[first].id
         if wanted != scene.duplicate_of:

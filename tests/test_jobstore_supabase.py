@@ -168,3 +168,44 @@ def test_settings_choose_supabase_only_when_url_and_key_are_both_set(monkeypatch
     assert isinstance(open_job_store(Settings()), SqlJobStore)
     monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", KEY)
     assert isinstance(open_job_store(Settings()), SupabaseJobStore)
+
+
+def test_a_sync_records_its_layout_with_one_function_call_and_reads_it_back(
+    api: respx.MockRouter, store: SupabaseJobStore
+) -> None:
+    """What a sync sends over PostgREST (the functions' SQL runs on PostgreSQL in test_sync_layout.py)."""
+    from hf_ingest.jobstore import SplitKey
+    from hf_ingest.jobstore.model import Expected, KnownFile, LayoutChanged, LayoutFile, LayoutWrites, RowMove, SplitLayout
+
+    split = SplitKey("a/b", "default", "train", "image")
+    before = SplitLayout("f" * 32, (LayoutFile("data/x.parquet", "git:1", 10, 0, True, "1" * 40, "c2NoZW1h"),))
+    after = SplitLayout("f" * 32, (LayoutFile("data/w.parquet", "git:0", 5, 0, False, "2" * 40, "c2NoZW1h"),
+                                   LayoutFile("data/x.parquet", "git:1", 10, 5, True, "1" * 40, "c2NoZW1h")))
+    record = api.post("/rpc/hf_ingest_record_layout").mock(return_value=httpx.Response(200, json={"moved": 9, "removed": 1}))
+    job = uuid.uuid4()
+    assert store.record_layout(split, after, [RowMove(0, 10, 5)], 15, "2" * 40, job, Expected(before)) == LayoutWrites(9, 1)
+    body = json.loads(record.calls.last.request.content)
+    assert body["p_moves"] == [{"first_row": 0, "end_row": 10, "shift": 5}] and body["p_end_row"] == 15
+    assert [f["name"] for f in body["p_files"]] == ["data/w.parquet", "data/x.parquet"] and body["p_files"][0]["schema"]
+    assert body["p_check"] is True and body["p_expected"]["files"][0]["content_id"] == "git:1"
+    assert "schema" not in body["p_expected"]["files"][0]  # compared with what the table holds, as the SQL builds it
+    assert body["p_job"] == str(job) and body["p_image_column"] == "image"
+
+    record.mock(return_value=httpx.Response(400, json={"code": "P0001", "message": "hf_ingest: layout changed"}))
+    with pytest.raises(LayoutChanged):
+        store.record_layout(split, after, [], None, None, job, Expected(before))
+
+    rows = [{"name": f.name, "content_id": f.content_id, "rows": f.rows, "first_row": f.first_row, "done": f.done,
+             "revision": f.revision, "fingerprint": after.fingerprint, "arrow_schema": f.schema} for f in after.files]
+    read = api.get("/split_files").mock(return_value=httpx.Response(200, json=rows))
+    assert store.read_layout(split) == after
+    assert "image_column=eq.image" in str(read.calls.last.request.url)
+    read.mock(return_value=httpx.Response(200, json=[{"content_id": "git:1", "rows": 10, "arrow_schema": "c2NoZW1h"}]))
+    assert store.known_files("a/b", ["git:1", "git:9"]) == {"git:1": KnownFile(10, "c2NoZW1h")}
+    assert read.calls.last.request.url.params["content_id"] == 'in.("git:1","git:9")'
+    assert read.calls.last.request.url.params["dataset"] == "eq.a/b"
+
+    remove = api.post("/rpc/hf_ingest_remove_scenes").mock(return_value=httpx.Response(200, json=2))
+    assert store.remove_scenes(split, [("image", 3), ("image", 4)], "2" * 40) == 2
+    assert json.loads(remove.calls.last.request.content)["p_rows"] == [
+        {"image_column": "image", "row_index": 3}, {"image_column": "image", "row_index": 4}]

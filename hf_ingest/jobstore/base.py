@@ -74,7 +74,7 @@ class JobStore(Protocol):
         """The split's scenes that have a perceptual hash, with their current `duplicate_of`."""
         ...
 
-    def set_duplicates(self, changes: Mapping[uuid.UUID, uuid.UUID | None]) -> None:
+    def set_duplicates(self, changes: Mapping[uuid.UUID | str, uuid.UUID | str | None]) -> None:
         """Set `duplicate_of` of the given scenes (None: not a duplicate any more)."""
         ...
 

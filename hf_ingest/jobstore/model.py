@@ -161,10 +161,10 @@ class SplitKey:
 class SceneHash:
     """What grouping reads of a scene."""
 
-    id: uuid.UUID
+    id: uuid.UUID | str  # as the store holds it (a str where turning every id into a UUID costs more than grouping)
     row_index: int
     phash: str
-    duplicate_of: uuid.UUID | None
+    duplicate_of: uuid.UUID | str | None  # in the same form as `id`
 
 
 @dataclass(frozen=True)

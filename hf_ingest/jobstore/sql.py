@@ -401,17 +401,19 @@ class SqlJobStore:
 
 
     def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
-        query = sa.select(scenes.c.id, scenes.c.row_index, scenes.c.phash, scenes.c.duplicate_of).where(
+        # ids as the database holds them (uuid objects for all of a split cost more than grouping it on SQLite)
+        query = sa.select(sa.type_coerce(scenes.c.id, sa.Text), scenes.c.row_index, scenes.c.phash,
+                          sa.type_coerce(scenes.c.duplicate_of, sa.Text)).where(
             scenes.c.dataset == split.dataset, scenes.c.config == split.config, scenes.c.split == split.split,
             scenes.c.image_column == split.image_column, scenes.c.phash.is_not(None), scenes.c.removed_at.is_(None),
         )
         with self.engine.connect() as conn:
             return [SceneHash(*row) for row in conn.execute(query)]
 
-    def set_duplicates(self, changes: Mapping[uuid.UUID, uuid.UUID | None]) -> None:
+    def set_duplicates(self, changes: Mapping[uuid.UUID | str, uuid.UUID | str | None]) -> None:
         if not changes:
             return
-        items = list(changes.items())
+        items = [(_as_uuid(i), _as_uuid(f) if f is not None else None) for i, f in changes.items()]
         with self._writing() as conn:
             if self.engine.dialect.name == "postgresql":
                 for start in range(0, len(items), DUPLICATES_PER_STATEMENT):
@@ -584,6 +586,10 @@ class SqlJobStore:
         with self._writing() as conn:
             row = conn.execute(statement).mappings().first()
         return _shard(row) if row else None
+
+
+def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 def _shard(row: sa.RowMapping) -> Shard:

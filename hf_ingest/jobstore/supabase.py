@@ -225,7 +225,7 @@ class SupabaseJobStore:
                 return found
             after = found[-1].row_index
 
-    def set_duplicates(self, changes: Mapping[uuid.UUID, uuid.UUID | None]) -> None:
+    def set_duplicates(self, changes: Mapping[uuid.UUID | str, uuid.UUID | str | None]) -> None:
         items = [{"id": str(i), "duplicate_of": str(f) if f else None} for i, f in changes.items()]
         for first in range(0, len(items), DUPLICATES_PER_CALL):  # idempotent: a retry sets the same values
             chunk = items[first:first + DUPLICATES_PER_CALL]

@@ -370,3 +370,97 @@ def test_a_sync_reads_only_the_changed_files_in_shards_and_moves_the_rows_after_
         live = conn.execute(sa.text("select row_index, sha256 from scenes where dataset = :d and removed_at is null"),
                             {"d": repo}).all()
     assert len(live) == len(expected) and {r.row_index: r.sha256 for r in live} == expected
+
+
+@pytest.mark.timeout(600)
+def test_a_dataset_kept_current_on_a_schedule_runs_gets_its_job_and_is_seen_and_paused_in_the_prefect_ui(
+    two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
+) -> None:
+    """`hf-ingest schedule` makes a Prefect schedule of the deployment, checked as the trigger checks a request;
+    it shows on the deployment's page in the UI (Chromium) and survives `setup-prefect` (what `make up` runs);
+    its runs are normal imports with job rows (here a commit already imported: a sync that reads nothing); the
+    UI's toggle pauses it (its scheduled runs dropped); the CLI lists, resumes and removes it."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_trigger_e2e import CHROMIUM, CHROMIUM_ARGS
+
+    env = {**two_workers.env, "PREFECT_API_URL": two_workers.api_url}
+    cli = str(Path(sys.executable).parent / "hf-ingest")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cli, *args], env=env, capture_output=True, text=True, timeout=300)
+
+    def api(method: str, path: str, **kwargs: Any) -> Any:
+        response = httpx.request(method, f"{two_workers.api_url}{path}", timeout=30, **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    repo, _, _ = _publish(hub_server, tmp_path, "scheduled", rows_per_file=20)
+    refused = run("schedule", "/etc", "--cron", "* * * * *")
+    assert refused.returncode == 2 and "Hub id" in refused.stderr
+    assert run("schedule", repo, "--cron", "every day").returncode == 2  # not a cron: nothing is made
+    first = two_workers.post({"dataset": repo})  # imported before: the schedule's runs will read nothing
+    assert two_workers.wait_for(first["job_id"], {"completed", "failed"}, timeout=120)["status"] == "completed"
+
+    made = run("schedule", repo, "--cron", "* * * * *")
+    assert made.returncode == 0, made.stderr
+    slug = made.stdout.split()[0]
+    assert slug.startswith("sync-scale-scheduled-") and "active" in made.stdout
+    deployment = api("GET", "/deployments/name/hf-ingest/default")
+    schedules = {s["slug"]: s for s in api("GET", f"/deployments/{deployment['id']}/schedules")}
+    assert schedules[slug]["active"] and schedules[slug]["parameters"]["dataset"] == repo
+    assert schedules[slug]["schedule"]["cron"] == "* * * * *"
+    ui = two_workers.api_url.removesuffix("/api")
+    page_url = f"{ui}/deployments/deployment/{deployment['id']}"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(page_url, wait_until="networkidle")
+            page.get_by_text(slug).first.wait_for(timeout=15_000)  # the schedule, by its slug, with its toggle
+            assert page.get_by_role("switch").count() == 1 and page.get_by_role("switch").first.is_checked()
+        finally:
+            browser.close()
+        setup = run("setup-prefect")  # what `make up` runs again: the deployments are redeployed...
+        assert setup.returncode == 0, setup.stderr
+        assert slug in run("schedule", "--list").stdout  # ...and keep their schedules
+
+        deadline = time.monotonic() + 180  # Prefect's scheduler makes the runs; the next minute starts one
+        while True:
+            runs = [r for r in api("POST", "/flow_runs/filter", json={"flow_runs": {
+                "deployment_id": {"any_": [deployment["id"]]},
+                "state": {"type": {"any_": ["COMPLETED", "FAILED", "CRASHED"]}}}}) if r["auto_scheduled"]]
+            if runs:
+                break
+            assert time.monotonic() < deadline, "no scheduled run finished within 3 minutes"
+            time.sleep(2)
+        assert runs[0]["state"]["type"] == "COMPLETED", runs[0]["state"]
+        job = two_workers.store.get_job(uuid.UUID(runs[0]["id"]))  # a scheduled run gets its job row like any other
+        assert job is not None and job.status.value == "completed"
+        assert job.progress["files_read"] == 0 and job.progress["files_kept"] == FILES and job.progress["rows_seen"] == 0
+
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(page_url, wait_until="networkidle")
+            page.get_by_text("auto-scheduled").first.wait_for(timeout=15_000)  # the runs it made
+            page.get_by_role("switch").first.click()  # the operator pauses it in the UI
+            deadline = time.monotonic() + 15
+            while api("GET", f"/deployments/{deployment['id']}/schedules")[0]["active"]:
+                assert time.monotonic() < deadline, "the UI's toggle did not pause the schedule"
+                time.sleep(0.5)
+            page.screenshot(path=str(tmp_path / "schedule.png"))
+        finally:
+            browser.close()
+    deadline = time.monotonic() + 30  # paused: Prefect drops the runs it had scheduled, and makes no more
+    while api("POST", "/flow_runs/filter", json={"flow_runs": {
+            "deployment_id": {"any_": [deployment["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}}):
+        assert time.monotonic() < deadline, "a paused schedule still has runs scheduled"
+        time.sleep(1)
+    listed = run("schedule", "--list").stdout
+    assert "paused" in listed.split(slug, 1)[1].splitlines()[0]
+    assert run("schedule", repo, "--resume").returncode == 0
+    assert "active" in run("schedule", "--list").stdout.split(slug, 1)[1].splitlines()[0]
+    assert run("schedule", repo, "--remove").returncode == 0
+    assert slug not in run("schedule", "--list").stdout

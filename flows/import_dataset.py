@@ -133,8 +133,7 @@ async def hf_ingest(
             progress.revision = stream.revision
             await label_run(request, stream.revision)
             sync = await asyncio.to_thread(start_sync, job_id, stream)  # what changed since the last import
-            ranges = sync.ranges
-            rows_to_read = stream.rows_to_read if ranges is None else sum(end - first for first, end in ranges)
+            ranges, rows_to_read = sync.ranges, sync.rows_to_read(stream)
             artifact = await asyncio.to_thread(ProgressArtifact, stream, rows_to_read)
             reporter = ProgressReporter(_job_progress(job_id), settings.progress_interval_seconds, log, artifact)
             shards = await planned_shards(stream, rows_to_read)
@@ -147,7 +146,6 @@ async def hf_ingest(
                 with runtime.long_lived_objects_frozen():  # what is alive now outlives the batches: out of GC scans
                     for part in parts:
                         await asyncio.to_thread(ingest_stream, part, source, reader, reporter, progress)
-            progress.revision = stream.revision
             progress.sync = sync.counts()
             progress.scenes_removed += sync.writes.removed + await asyncio.to_thread(finish_sync, job_id, stream, sync)
             if settings.derivatives and sync.changes_scenes:  # a split as recorded keeps its groups

@@ -39,10 +39,13 @@ class SyncStart:
         """The row ranges to read; None: the whole stream."""
         return list(self.plan.read) if self.plan is not None else None
 
+    def rows_to_read(self, stream: DatasetStream) -> int | None:
+        return stream.rows_to_read if self.plan is None else self.plan.rows_to_read
+
     @property
     def changes_scenes(self) -> bool:
         """False for a sync that finds the split exactly as recorded: nothing is read, moved or removed."""
-        return self.plan is None or self.plan.changes_layout
+        return self.plan is None or not self.plan.idle
 
     def counts(self) -> dict[str, int] | None:
         if self.plan is None:
@@ -104,7 +107,7 @@ def finish_sync(job_id: uuid.UUID, stream: DatasetStream, start: SyncStart) -> i
     if plan is None:
         end_row = stream.rows_read if stream.request.limit is None else None
         return store.record_layout(split_of(stream), None, [], end_row, stream.revision, job_id).removed
-    if plan.changes_layout or plan.read:
+    if not plan.idle:
         try:
             store.record_layout(split_of(stream), plan.completed(), [], None, stream.revision, job_id,
                                 Expected(plan.layout))

@@ -48,6 +48,11 @@ class SyncPlan:
     changes_layout: bool  # False: the split is exactly as recorded (nothing to read, move, remove or record)
 
     @property
+    def idle(self) -> bool:
+        """The split is exactly as recorded and done: nothing to read, move, remove or record."""
+        return not self.changes_layout and not self.read
+
+    @property
     def rows_to_read(self) -> int:
         return sum(end - first for first, end in self.read)
 

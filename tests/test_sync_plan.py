@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hf_ingest.jobstore.model import LayoutFile, RowMove, SplitLayout
+from hf_ingest.jobstore.model import RowMove, SplitLayout
 from hf_ingest.sync_plan import DataFile, plan_sync
 
 FP = "f" * 32
@@ -32,7 +32,7 @@ def test_a_first_import_reads_every_file_and_records_them() -> None:
 
 def test_the_same_files_at_a_new_commit_read_nothing_and_change_nothing() -> None:
     plan = plan_sync(FOUR, _recorded(FOUR), FP, "2" * 40)
-    assert plan.read == () and plan.files_kept == 4 and plan.rows_unchanged == 400 and not plan.changes_layout
+    assert plan.read == () and plan.files_kept == 4 and plan.rows_unchanged == 400 and plan.idle
 
 
 def test_an_append_that_renames_the_old_files_reads_only_the_new_one() -> None:
@@ -63,7 +63,8 @@ def test_a_revert_after_a_change_reads_the_file_again() -> None:
 
 def test_files_not_done_are_read_again_and_another_fingerprint_reads_everything() -> None:
     half = plan_sync(FOUR, None, FP, "1" * 40).layout  # recorded before any file was read: nothing done
-    assert plan_sync(FOUR, half, FP, "1" * 40).read == ((0, 400),)
+    again = plan_sync(FOUR, half, FP, "1" * 40)  # a retry after a crash: the same layout, but files to read
+    assert again.read == ((0, 400),) and not again.changes_layout and not again.idle
     assert plan_sync(FOUR, _recorded(FOUR), "other", "1" * 40).read == ((0, 400),)
 
 

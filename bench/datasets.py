@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from hf_ingest.hub_formats import write_parquet_dataset
+from hf_ingest.hub_formats import write_parquet_file, write_parquet_dataset
 
 LAYOUT_VERSION = "one-file-v2"  # a dataset written with another layout is written again
 
@@ -101,11 +101,7 @@ def ensure_mixed_photos(root: Path, name: str, count: int, files: int = 1) -> Pa
         for part in range(files):
             rows = [{"image": distinct(encodes[i % len(encodes)], i), "i": i}
                     for i in range(count * part // files, count * (part + 1) // files)]
-            written = write_parquet_dataset(folder / f"part-{part}", rows)
-            target = folder / "data" / f"train-{part:05d}-of-{files:05d}.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            (written / "data" / "train-00000-of-00001.parquet").rename(target)
-            shutil.rmtree(written)
+            write_parquet_file(folder / "data" / f"train-{part:05d}-of-{files:05d}.parquet", rows)
 
     return _write_once(root / name, write)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import tempfile
@@ -272,7 +271,7 @@ def scale_report(rows: dict[str, Any]) -> list[tuple[str, bool, str]]:
               f"{m['peak_rss_mb']:>12.0f}  {m['all_seconds']}")
     small, quarter, large = rows["sharded_200k"], rows["sharded_50k"], rows["sharded_1m"]
     server_ms = 1e5 * large["server_cpu_seconds"] / max(1, large["images"])
-    print(f"start-up of a sharded import (POST -> parent Running -> all its child runs Running): "
+    print("start-up of a sharded import (POST -> parent Running -> all its child runs Running): "
           + "; ".join(f"{n} {rows[n]['parent_running_s']:.1f} -> {rows[n]['all_running_s']:.1f} s"
                       for n in ("sharded_200k", "sharded_1m", "sharded_photos")))
     print(f"peak RSS per worker (worker + its flow-run processes): {large['worker_peaks_mb']} MB at 1000000 images, "

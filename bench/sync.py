@@ -26,17 +26,13 @@ import sqlalchemy as sa
 
 from bench.datasets import _small
 from bench.measure import SCRATCH, run_import
-from hf_ingest.hub_formats import write_parquet_dataset
+from hf_ingest.hub_formats import write_parquet_file
 
 FILES = 4
 
 
 def _write_file(path: Path, first: int, count: int) -> None:
-    scratch = write_parquet_dataset(path.parent / ".scratch", [{"image": _small(first + i), "i": first + i}
-                                                               for i in range(count)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(next(scratch.rglob("*.parquet"))), path)
-    shutil.rmtree(scratch)
+    write_parquet_file(path, [{"image": _small(first + i), "i": first + i} for i in range(count)])
 
 
 def _name(index: int, of: int) -> str:

@@ -150,7 +150,8 @@ async def import_in_shards(
     log = run_log()
     shards = await from_jobs_db(lambda: store.list_shards(job_id))
     if not shards:  # a resumed job already has its shards (kept as they were planned)
-        shards = await from_jobs_db(lambda: store.add_shards(plan_shards(job_id, ranges if ranges is not None else [(0, stream.rows_to_read or 0)], count)))
+        planned = plan_shards(job_id, ranges if ranges is not None else [(0, stream.rows_to_read or 0)], count)
+        shards = await from_jobs_db(lambda: store.add_shards(planned))
     log.info("plan", "import sharded", shards=len(shards), rows=shards[-1].end_row,
              done=sum(1 for s in shards if s.status is ShardStatus.COMPLETED))
     params = {"dataset": request.dataset, "revision": stream.revision or request.revision, "config": request.config,

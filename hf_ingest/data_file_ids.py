@@ -26,8 +26,7 @@ def hub_content_id(info: dict[str, Any]) -> str:
     raise ValueError(f"the Hub gave no content id for {info.get('name')!r}")
 
 
-def local_content_id(path: str) -> str:
-    status = os.stat(path)
+def local_content_id(status: os.stat_result) -> str:
     return f"local:{status.st_size}:{status.st_mtime_ns}"
 
 
@@ -51,8 +50,9 @@ def file_identities(paths: Sequence[str], root: str, filesystem: Any | None) -> 
             name = path.removeprefix("hf://").removeprefix(root.removeprefix("hf://")).lstrip("/")
             identities.append(FileIdentity(path, name, hub_content_id(info), int(info.get("size") or 0)))
         else:
-            identities.append(FileIdentity(path, os.path.relpath(path, root), local_content_id(path),
-                                           os.stat(path).st_size))
+            status = os.stat(path)
+            identities.append(FileIdentity(path, os.path.relpath(path, root), local_content_id(status),
+                                           status.st_size))
     return identities
 
 

@@ -29,6 +29,8 @@ class FileRef:
 
 
 class DatasetFiles(Protocol):
+    root: str  # the local folder (resolved), or `hf://datasets/<repo>@<commit>`
+
     def locate(self, path: str) -> FileRef:
         """The file `path` names, if it lies inside the dataset; `InvalidImage` (outside_dataset, missing_file) if not."""
         ...

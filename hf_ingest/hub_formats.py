@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -87,6 +88,22 @@ def write_parquet_dataset(
             offset = sum(len(dataset.shard(num_shards=shards, index=i, contiguous=True)) for i in range(shard))
             pq.write_table(table.slice(offset, len(part)), path, row_group_size=row_group_size)
     return folder
+
+
+def write_parquet_file(path: Path, rows: Sequence[dict[str, Any]], **options: Any) -> Path:
+    """One parquet data file at `path` (`data/train-00003-of-00005.parquet`), as `write_parquet_dataset` writes
+    them: to lay out a dataset's commits file by file (an append, a file rewritten)."""
+    import shutil
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".parquet-", dir=path.parent))
+    try:
+        written = write_parquet_dataset(scratch, rows, **options)
+        os.replace(next(written.rglob("*.parquet")), path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return path
 
 
 def _value_type(value: Any) -> str:

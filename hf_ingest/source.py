@@ -345,8 +345,7 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
     if parquet_files is not None:  # read with pyarrow: memory bounded by bytes, not by row groups
         open_file = (lambda path: filesystem.open(path, "rb")) if filesystem is not None else (lambda path: path)
         open_footer = (lambda path: filesystem.open(path, "rb", block_size=2**16)) if filesystem is not None else open_file
-        root = files.root if isinstance(files, HubDatasetFiles) else str(local.resolve())
-        identities = file_identities(parquet_files, root, filesystem)
+        identities = file_identities(parquet_files, files.root, filesystem)
         known = known_files([i.content_id for i in identities]) if known_files else {}
         unread = [i.path for i in identities if i.content_id not in known or not known[i.content_id].schema]
         footers = dict(zip(unread, parquet_footers(unread, open_footer), strict=True)) if unread else {}

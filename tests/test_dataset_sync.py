@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import os
 import shutil
 import uuid
@@ -24,7 +23,7 @@ import sqlalchemy as sa
 
 from flows.import_dataset import hf_ingest
 from hf_ingest import runtime
-from hf_ingest.hub_formats import encode_image, write_imagefolder, write_parquet_dataset
+from hf_ingest.hub_formats import encode_image, write_imagefolder, write_parquet_file
 from hf_ingest.jobstore import Job
 from tests.hub_server import HubServer
 
@@ -38,13 +37,6 @@ def _rows(start: int, count: int, broken_every: int = 7) -> list[dict[str, Any]]
     return [{"image": b"broken image" if (start + n) % broken_every == 3 else
              encode_image((30 + (start + n) % 41, 20 + (start + n) % 13), color=((start + n) % 251, 60, 9)),
              "n": start + n} for n in range(count)]
-
-
-def _write_file(path: Path, rows: list[dict[str, Any]]) -> None:
-    scratch = write_parquet_dataset(path.parent / f".scratch-{uuid.uuid4().hex[:6]}", rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(next(scratch.rglob("*.parquet"))), path)
-    shutil.rmtree(scratch)
 
 
 def _name(index: int, of: int) -> str:
@@ -118,7 +110,7 @@ def versions(request: pytest.FixtureRequest, tmp_path: Path) -> Versions:
 def test_a_dataset_kept_current_over_its_commits_reads_only_what_changed(versions: Versions) -> None:
     folder = versions.folder
     for index in range(4):
-        _write_file(folder / _name(index, 4), _rows(index * ROWS, ROWS))
+        write_parquet_file(folder / _name(index, 4), _rows(index * ROWS, ROWS))
     (folder / "README.md").write_text("# the first card\n")
     versions.commit("four files")
 
@@ -140,14 +132,14 @@ def test_a_dataset_kept_current_over_its_commits_reads_only_what_changed(version
 
     for index in range(4):  # commit 3: push_to_hub(append=True): the old files renamed, a fifth added
         os.rename(folder / _name(index, 4), folder / _name(index, 5))
-    _write_file(folder / _name(4, 5), _rows(1000, ROWS))
+    write_parquet_file(folder / _name(4, 5), _rows(1000, ROWS))
     versions.commit("append")
     appended = _import(versions.dataset)
     assert (appended.progress["files_read"], appended.progress["files_kept"]) == (1, 4)
     assert appended.progress["rows_seen"] == ROWS and appended.progress["scenes_moved"] == 0
     assert _live(versions.dataset) == _expected(folder)
 
-    _write_file(folder / _name(1, 5), _rows(2000, ROWS + 5))  # commit 4: a middle file grows by 5 rows
+    write_parquet_file(folder / _name(1, 5), _rows(2000, ROWS + 5))  # commit 4: a middle file grows by 5 rows
     versions.commit("middle file changed")
     grown = _import(versions.dataset)
     assert (grown.progress["files_read"], grown.progress["files_kept"]) == (1, 4)
@@ -168,7 +160,7 @@ def test_a_dataset_kept_current_over_its_commits_reads_only_what_changed(version
 
     shutil.rmtree(folder / "data")  # commit 6: a revert to the first commit
     for index in range(4):
-        _write_file(folder / _name(index, 4), _rows(index * ROWS, ROWS))
+        write_parquet_file(folder / _name(index, 4), _rows(index * ROWS, ROWS))
     versions.commit("revert")
     reverted = _import(versions.dataset)
     assert _live(versions.dataset) == _expected(folder)
@@ -185,11 +177,11 @@ def test_a_sync_that_crashes_half_way_is_finished_by_the_next_import(hub: HubSer
     versions = Versions(tmp_path, hub)
     folder = versions.folder
     for index in range(3):
-        _write_file(folder / _name(index, 3), _rows(index * ROWS, ROWS))
+        write_parquet_file(folder / _name(index, 3), _rows(index * ROWS, ROWS))
     versions.commit("three files")
     _import(versions.dataset)
 
-    _write_file(folder / _name(0, 3), _rows(5000, ROWS + 3))  # the first file grows: the other two move
+    write_parquet_file(folder / _name(0, 3), _rows(5000, ROWS + 3))  # the first file grows: the other two move
     versions.commit("first file grown")
     import flows.import_tasks
 
@@ -215,11 +207,11 @@ def test_an_image_that_became_invalid_is_removed_and_a_limit_import_forgets_the_
     versions = Versions(tmp_path, hub)
     folder = versions.folder
     rows = _rows(0, ROWS)
-    _write_file(folder / _name(0, 1), rows)
+    write_parquet_file(folder / _name(0, 1), rows)
     versions.commit("one file")
     _import(versions.dataset)
     rows[0]["image"] = b"broken image"  # row 0's image is broken at the next commit
-    _write_file(folder / _name(0, 1), rows)
+    write_parquet_file(folder / _name(0, 1), rows)
     versions.commit("row 0 broken")
     again = _import(versions.dataset)
     assert again.progress["scenes_removed"] == 1 and 0 not in _live(versions.dataset)

@@ -28,7 +28,7 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from hf_ingest.hub_formats import encode_image, write_parquet_dataset
+from hf_ingest.hub_formats import encode_image, write_parquet_dataset, write_parquet_file
 from hf_ingest.jobstore.sql import SqlJobStore
 from tests.fault_proxy import free_port
 from tests.hub_server import HubServer
@@ -349,8 +349,7 @@ def test_a_sync_reads_only_the_changed_files_in_shards_and_moves_the_rows_after_
     for index in (2, 5):
         rows = [{"image": encode_image((50 + i % 23, 40), "JPEG", color=(index * 40, i % 256, 7)), "i": 10**5 + i}
                 for i in range(ROWS_PER_FILE + 40)]
-        written = write_parquet_dataset(tmp_path / f"file-{index}", rows)
-        shutil.move(str(next(written.rglob("*.parquet"))), folder / "data" / f"train-{index:05d}-of-{FILES:05d}.parquet")
+        write_parquet_file(folder / "data" / f"train-{index:05d}-of-{FILES:05d}.parquet", rows)
     hub_server.publish(repo, folder, "two files rewritten with more rows")
 
     body = two_workers.post({"dataset": repo})

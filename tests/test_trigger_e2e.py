@@ -440,7 +440,7 @@ def test_floods_of_unauthenticated_bodies_leave_the_trigger_small_and_serving(li
 
     def flood(i: int) -> int:
         authorised = i >= 10
-        headers = [f"POST /process-huggingface HTTP/1.1", f"Host: 127.0.0.1:{port}",
+        headers = ["POST /process-huggingface HTTP/1.1", f"Host: 127.0.0.1:{port}",
                    "Content-Type: application/json", "Content-Length: 209715200"]
         if authorised:
             headers.append(f"Authorization: Bearer {SECRET}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -195,6 +195,24 @@ class SplitLayout:
 
     fingerprint: str
     files: tuple[LayoutFile, ...]
+
+
+def layout_of(rows: Sequence[Mapping[str, Any]]) -> SplitLayout | None:
+    """A split's layout from its `split_files` rows in order (as SQL or PostgREST returns them)."""
+    if not rows:
+        return None
+    files = tuple(LayoutFile(r["name"], r["content_id"], int(r["rows"]), int(r["first_row"]), bool(r["done"]),
+                             r.get("revision"), r.get("arrow_schema")) for r in rows)
+    return SplitLayout(rows[0]["fingerprint"], files)
+
+
+def known_files_of(rows: Iterable[Mapping[str, Any]]) -> dict[str, KnownFile]:
+    """Rows and schema by content id from `split_files` rows (one with a schema wins over one without)."""
+    found: dict[str, KnownFile] = {}
+    for row in rows:
+        if row.get("arrow_schema") or row["content_id"] not in found:
+            found[row["content_id"]] = KnownFile(int(row["rows"]), row.get("arrow_schema"))
+    return found
 
 
 @dataclass(frozen=True)

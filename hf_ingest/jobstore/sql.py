@@ -21,7 +21,6 @@ from hf_ingest.jobstore.model import (
     Expected,
     KnownFile,
     LayoutChanged,
-    LayoutFile,
     LayoutWrites,
     RowMove,
     SplitLayout,
@@ -34,6 +33,8 @@ from hf_ingest.jobstore.model import (
     latest_per_key,
     predecessors,
     shard_changes,
+    known_files_of,
+    layout_of,
     utcnow,
 )
 from hf_ingest.jobstore.schema import create_schema
@@ -435,12 +436,7 @@ class SqlJobStore:
     @staticmethod
     def _layout(conn: sa.Connection, split: SplitKey) -> SplitLayout | None:
         query = sa.select(split_files).where(_layout_key(split)).order_by(split_files.c.position)
-        rows = list(conn.execute(query).mappings())
-        if not rows:
-            return None
-        files = tuple(LayoutFile(r["name"], r["content_id"], r["rows"], r["first_row"], r["done"], r["revision"],
-                                 r["arrow_schema"]) for r in rows)
-        return SplitLayout(rows[0]["fingerprint"], files)
+        return layout_of(list(conn.execute(query).mappings()))
 
     def record_layout(
         self,
@@ -525,9 +521,7 @@ class SqlJobStore:
             for start in range(0, len(content_ids), 500):
                 query = sa.select(split_files.c.content_id, split_files.c.rows, split_files.c.arrow_schema).where(
                     split_files.c.dataset == dataset, split_files.c.content_id.in_(content_ids[start:start + 500]))
-                for content_id, rows, schema in conn.execute(query):
-                    if schema or content_id not in found:
-                        found[content_id] = KnownFile(int(rows), schema)
+                found.update(known_files_of(conn.execute(query).mappings()))
         return found
 
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:

@@ -22,7 +22,6 @@ from hf_ingest.jobstore.model import (
     Expected,
     KnownFile,
     LayoutChanged,
-    LayoutFile,
     LayoutWrites,
     RowMove,
     SplitLayout,
@@ -35,6 +34,8 @@ from hf_ingest.jobstore.model import (
     latest_per_key,
     predecessors,
     shard_changes,
+    known_files_of,
+    layout_of,
     utcnow,
 )
 from hf_ingest.transient import PermanentIngestError
@@ -249,12 +250,7 @@ class SupabaseJobStore:
             .eq("config", split.config).eq("split", split.split).eq("image_column", split.image_column)
             .order("position").execute()
         )
-        rows = response.data or []
-        if not rows:
-            return None
-        files = tuple(LayoutFile(r["name"], r["content_id"], int(r["rows"]), int(r["first_row"]), bool(r["done"]),
-                                 r.get("revision"), r.get("arrow_schema")) for r in rows)
-        return SplitLayout(rows[0]["fingerprint"], files)
+        return layout_of(response.data or [])
 
     def record_layout(
         self,
@@ -283,9 +279,7 @@ class SupabaseJobStore:
             response = _call(lambda chunk=chunk: self.client.table("split_files")
                              .select("content_id,rows,arrow_schema").eq("dataset", dataset).in_("content_id", chunk)
                              .execute())
-            for row in response.data or []:
-                if row.get("arrow_schema") or row["content_id"] not in found:
-                    found[row["content_id"]] = KnownFile(int(row["rows"]), row.get("arrow_schema"))
+            found.update(known_files_of(response.data or []))
         return found
 
     def remove_scenes(self, split: SplitKey, rows: Sequence[tuple[str, int]], revision: str | None) -> int:

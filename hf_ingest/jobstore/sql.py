@@ -206,11 +206,11 @@ split_files = sa.Table(
 )
 
 
-def _in_split(split: SplitKey, table: sa.Table = scenes) -> Any:
+def _in_split(split: SplitKey) -> Any:
     """A scene of the split: its image column, or an image of it when it is a list (`images[2]`)."""
-    listed = sa.func.substr(table.c.image_column, 1, len(split.image_column) + 1) == split.image_column + "["
-    return sa.and_(table.c.dataset == split.dataset, table.c.config == split.config, table.c.split == split.split,
-                   sa.or_(table.c.image_column == split.image_column, listed))
+    listed = sa.func.substr(scenes.c.image_column, 1, len(split.image_column) + 1) == split.image_column + "["
+    return sa.and_(scenes.c.dataset == split.dataset, scenes.c.config == split.config, scenes.c.split == split.split,
+                   sa.or_(scenes.c.image_column == split.image_column, listed))
 
 
 def _layout_key(split: SplitKey) -> Any:

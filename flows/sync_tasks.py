@@ -1,11 +1,11 @@
 """Keeping a split current: the tasks that plan a sync before the rows are read and record it after.
 
 Thin over `hf_ingest.sync_plan` (which files to read, which rows moved) and the jobs store's
-`record_layout` (moves, removals and the split's file list, in one transaction). A parquet import without a
-limit is always planned: the first one reads everything and records the files; a later one reads only
-what changed. Other formats, and imports with a limit, read what they read as before and forget the
-split's file list first (the rows it describes are about to be rewritten); a full read of another format
-still marks the rows after its end removed.
+`record_layout` (moves, removals and the split's file list, in one transaction). A parquet or imagefolder
+import without a limit is always planned (an imagefolder row is a "file" of one row): the first one reads
+everything and records the files; a later one reads only what changed. WebDataset, and imports with a
+limit, read what they read as before and forget the split's file list first (the rows it describes are
+about to be rewritten); a full read of WebDataset still marks the rows after its end removed.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ PLAN_ATTEMPTS = 5
 class SyncStart:
     """The plan, and what recording it did before any row was read (moves, rows removed at the end)."""
 
-    plan: SyncPlan | None  # None: a full read (another format, or a limit)
+    plan: SyncPlan | None  # None: a full read (WebDataset, or a limit)
     writes: LayoutWrites
 
     @property
@@ -101,7 +101,7 @@ def start_sync(job_id: uuid.UUID, stream: DatasetStream) -> SyncStart:
 @no_secrets_in_errors
 def finish_sync(job_id: uuid.UUID, stream: DatasetStream, start: SyncStart) -> int:
     """Every file read: record the split's files as done (what the next sync compares with). A full read of
-    another format marks the scenes after its last row removed. Returns the scenes removed here."""
+    WebDataset marks the scenes after its last row removed. Returns the scenes removed here."""
     store = runtime.job_store()
     plan = start.plan
     if plan is None:

@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from hf_ingest.data_file_ids import hub_content_id, local_content_id
 from hf_ingest.images import InvalidImage, InvalidReason
 
 
 @dataclass(frozen=True)
 class FileRef:
-    """A file inside the dataset, with its real size (what the reader counts towards a batch's bytes)."""
+    """A file inside the dataset, with its real size (what the reader counts towards a batch's bytes) and its
+    content id from the listing (what a sync compares, `hf_ingest.data_file_ids`)."""
 
     location: str
     size: int
+    content_id: str = ""
 
 
 class DatasetFiles(Protocol):
@@ -67,7 +70,7 @@ class LocalDatasetFiles:
             raise InvalidImage(InvalidReason.MISSING_FILE, f"{path[:200]!r} does not exist") from None
         if not stat.S_ISREG(info.st_mode):  # a FIFO or device inside the folder: never opened
             raise InvalidImage(InvalidReason.NOT_AN_IMAGE, f"{path[:200]!r} is not a regular file")
-        return FileRef(resolved, info.st_size)
+        return FileRef(resolved, info.st_size, local_content_id(info))
 
     def read(self, ref: FileRef, max_bytes: int) -> bytes:
         if ref.size > max_bytes:
@@ -120,7 +123,11 @@ class HubDatasetFiles:
             raise InvalidImage(InvalidReason.MISSING_FILE, f"{normal[:200]!r} is not in the repository") from None
         if info.get("type") != "file":
             raise InvalidImage(InvalidReason.NOT_AN_IMAGE, f"{normal[:200]!r} is not a file")
-        return FileRef(location, int(info.get("size") or 0))
+        try:
+            content_id = hub_content_id(info)
+        except ValueError:  # a listing without ids: the file is read as new whenever it is seen
+            content_id = ""
+        return FileRef(location, int(info.get("size") or 0), content_id)
 
     def read(self, ref: FileRef, max_bytes: int) -> bytes:
         if ref.size > max_bytes:

@@ -27,6 +27,7 @@ CHUNK_TARGET_BYTES = 8 * 2**20  # Arrow data read at a time: small next to BATCH
 MAX_CHUNK_ROWS = 1024
 PARQUET_BUFFER_BYTES = 2**20
 DATASETS_CHUNK_ROWS = 32  # `datasets` cannot size its chunks by bytes: few rows, as rows may be large
+LISTING_CHUNK_ROWS = 1024  # rows that only name their files (imagefolder, listed for a sync) are small
 
 
 class RowSource(Protocol):
@@ -178,8 +179,9 @@ def _rows_per_chunk(metadata: pq.FileMetaData, columns: list[str]) -> int:
 class DatasetsRows:
     """The rows of a `datasets` streaming split (any format), decoding off, as Arrow chunks."""
 
-    def __init__(self, iterable: Any, columns: list[str]) -> None:
+    def __init__(self, iterable: Any, columns: list[str], chunk_rows: int = DATASETS_CHUNK_ROWS) -> None:
         self.iterable = iterable.select_columns(columns).with_format("arrow")
+        self.chunk_rows = chunk_rows
         self.state: dict[str, Any] | None = None
 
     def position(self) -> str:
@@ -188,6 +190,6 @@ class DatasetsRows:
     def chunks(self) -> Iterator[pa.Table]:
         if self.state is not None:
             self.iterable.load_state_dict(self.state)
-        for table in self.iterable.iter(batch_size=DATASETS_CHUNK_ROWS):
+        for table in self.iterable.iter(batch_size=self.chunk_rows):
             self.state = self.iterable.state_dict()
             yield table

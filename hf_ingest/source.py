@@ -10,9 +10,14 @@ dataset.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
+import json
 import logging
+import math
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,15 @@ from hf_ingest.dataset_files import DatasetFiles, FileRef, HubDatasetFiles, Loca
 from hf_ingest.images import InvalidImage
 from hf_ingest.jobstore.model import KnownFile
 from hf_ingest.metadata import MetadataColumns
-from hf_ingest.row_sources import DatasetsRows, Footer, ParquetRows, RowSource, parquet_features, parquet_footers
+from hf_ingest.row_sources import (
+    LISTING_CHUNK_ROWS,
+    DatasetsRows,
+    Footer,
+    ParquetRows,
+    RowSource,
+    parquet_features,
+    parquet_footers,
+)
 from hf_ingest.sync_plan import DataFile
 from hf_ingest.transient import PermanentIngestError, is_transient
 
@@ -104,11 +117,12 @@ class DatasetStream:
     max_image_bytes: int
     total_rows: int | None = None  # the split's rows (before `limit`), where the format says it up front
     total_bytes: int | None = None  # the split's data bytes, where the format says it (parquet)
-    data_files: tuple[DataFile, ...] | None = None  # parquet: the files, their content ids and first rows (syncs)
+    data_files: tuple[DataFile, ...] | None = None  # parquet: the files; imagefolder: the rows (what syncs compare)
     columns_id: str = ""  # the image and metadata columns with their features: scenes are made from these
     rows_read: int = 0  # rows the stream has gone past (after reading: the split's rows, for any format)
     first_row: int = 0  # a shard reads the split's rows [first_row, end_row)
     end_row: int | None = None
+    only: tuple[tuple[int, int], ...] | None = None  # rows to read where the format cannot seek; others unread
     hf_token: str | None = field(default=None, repr=False)
     sleep: Callable[[float], None] = time.sleep
 
@@ -141,18 +155,32 @@ class DatasetStream:
         rows.seek(first_row)
         return replace(self, rows=rows, first_row=first_row, end_row=end_row)
 
+    def parts(self, ranges: Sequence[tuple[int, int]]) -> list[DatasetStream]:
+        """Streams that read only the split's row `ranges` (what a sync must read): one per range, seeking to it,
+        where the format allows (parquet); else one pass that skips the other rows, whose files it never opens
+        (imagefolder rows only name their files)."""
+        if self.shardable:
+            return [self.rows_between(first, end) for first, end in ranges]
+        return [replace(self, only=tuple(ranges))]
+
     def batches(self, batch_size: int, max_bytes: int) -> Iterator[list[ImageRow]]:
         """Images in order, at most `batch_size` of them and about `max_bytes` of image bytes per batch."""
         row_index = self.first_row
         batch: list[ImageRow] = []
         size = 0
         limits = [n for n in (self.request.limit, self.end_row) if n is not None]
+        if self.only is not None:
+            limits.append(self.only[-1][1] if self.only else 0)
         limit = min(limits) if limits else None
+        if limit is not None and row_index >= limit:
+            return
         try:
             for table in self._chunks_resumed():
                 if limit is not None and row_index + table.num_rows > limit:
                     table = table.slice(0, max(0, limit - row_index))
                 for row in self._image_rows(table, row_index):
+                    if self.only is not None and not _within(self.only, row.row_index):
+                        continue
                     batch.append(row)
                     size += min(row.size, self.max_image_bytes)
                     if len(batch) >= batch_size or size >= max_bytes:
@@ -168,6 +196,25 @@ class DatasetStream:
             raise
         if batch:
             yield batch
+
+    def rows_as_files(self, rows: RowSource) -> tuple[DataFile, ...]:
+        """Each row of a split whose rows name their image files (imagefolder) as a data file of one row, for
+        a sync to compare: its content id covers its image files' content ids (from the listing) and its
+        metadata. `rows` is a second reader of the split: this reads its rows, not one image."""
+        listed: list[DataFile] = []
+        row_index = self.first_row
+        for table in rows.chunks():
+            identities: dict[int, list[Any]] = {row_index + offset: [] for offset in range(table.num_rows)}
+            names: dict[int, list[str]] = {index: [] for index in identities}
+            for image in self._image_rows(table, row_index):
+                identities[image.row_index].append([image.image_column, _image_identity(image), image.metadata])
+                if image.file is not None:
+                    names[image.row_index].append(image.file.location.removeprefix(self.files.root).lstrip("/"))
+            for index, identity in identities.items():
+                digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+                listed.append(DataFile(",".join(names[index])[:1000], f"row:{digest[:40]}", 1, index))
+            row_index += table.num_rows
+        return tuple(listed)
 
     def _image_rows(self, table: Any, first_row: int) -> Iterator[ImageRow]:
         """The images of an Arrow chunk whose first row is the split's `first_row`, each with its row's metadata."""
@@ -209,6 +256,22 @@ class DatasetStream:
                     self.request.dataset, type(exc).__name__, str(exc)[:200], delay, failures + 1, STREAM_READ_ATTEMPTS,
                 )
                 self.sleep(delay)
+
+
+def _within(ranges: Sequence[tuple[int, int]], row: int) -> bool:
+    """Whether `row` lies in one of the sorted, disjoint `ranges` [first, end)."""
+    position = bisect.bisect_right(ranges, (row, math.inf)) - 1
+    return position >= 0 and ranges[position][0] <= row < ranges[position][1]
+
+
+def _image_identity(image: ImageRow) -> str:
+    """What says a row's image is the same as before without reading it: its file's content id, or the digest
+    of its bytes when the row holds them; a file without an id never matches (it is read)."""
+    if image.file is not None:
+        return image.file.content_id or f"unknown:{uuid.uuid4()}"
+    if image.data is not None:
+        return "sha256:" + hashlib.sha256(image.data).hexdigest()
+    return f"problem:{image.problem.reason.value}" if image.problem is not None else "none"
 
 
 def _permanent(
@@ -359,8 +422,6 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
     else:
         iterable = _streaming_split(builder, request, hf_token)
         features = dict(iterable.features or {})
-        if builder.name == "imagefolder":  # one row per image file
-            total_rows = len(_split_files(builder, request.split))
     slot = find_image_slot(features, request.image_column, request.dataset)
     metadata_columns = [name for name, feature in features.items() if name != slot.column and not _is_media(feature)]
     columns = [slot.column, *metadata_columns]
@@ -369,7 +430,7 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
         if parquet_files is not None
         else DatasetsRows(iterable.decode(False), columns)
     )
-    return DatasetStream(
+    stream = DatasetStream(
         request=request,
         config_name=builder.config.name or "default",
         revision=commit,
@@ -384,6 +445,10 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
         columns_id=repr([(name, repr(features.get(name))) for name in columns]),
         hf_token=hf_token,
     )
+    if builder.name == "imagefolder":  # rows name their files: listing them reads no image, and a sync compares them
+        listed = stream.rows_as_files(DatasetsRows(iterable.decode(False), columns, LISTING_CHUNK_ROWS))
+        stream = replace(stream, data_files=listed, total_rows=len(listed))
+    return stream
 
 
 def _builder(request: DatasetRequest, commit: str | None, token: str | None) -> Any:

@@ -64,7 +64,11 @@ class SyncPlan:
 def plan_sync(files: Sequence[DataFile], previous: SplitLayout | None, fingerprint: str,
               revision: str | None) -> SyncPlan:
     """The plan for `files` (the new commit's) against `previous` (None, or another fingerprint: read all)."""
-    usable = [f for f in previous.files if f.done] if previous and previous.fingerprint == fingerprint else []
+    usable: dict[tuple[str, int], list[LayoutFile]] = {}  # by content and rows: a split may have 100,000s of files
+    if previous and previous.fingerprint == fingerprint:
+        for recorded in previous.files:
+            if recorded.done:
+                usable.setdefault((recorded.content_id, recorded.rows), []).append(recorded)
     layout: list[LayoutFile] = []
     moves: list[RowMove] = []
     read: list[tuple[int, int]] = []
@@ -94,15 +98,15 @@ def plan_sync(files: Sequence[DataFile], previous: SplitLayout | None, fingerpri
     )
 
 
-def _take_match(usable: list[LayoutFile], file: DataFile) -> LayoutFile | None:
+def _take_match(usable: dict[tuple[str, int], list[LayoutFile]], file: DataFile) -> LayoutFile | None:
     """The recorded file with the same content (and rows) this one continues, taken once: the one at the same
     row if there is one, else the one of the same name, else the first (a file renamed and moved)."""
-    same = [f for f in usable if f.content_id == file.content_id and f.rows == file.rows]
+    same = usable.get((file.content_id, file.rows))
     if not same:
         return None
     best = next((f for f in same if f.first_row == file.first_row), None) or next(
         (f for f in same if f.name == file.name), same[0])
-    usable.remove(best)
+    same.remove(best)
     return best
 
 

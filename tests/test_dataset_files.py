@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
 
 import pytest
 
+from hf_ingest.data_file_ids import local_content_id
 from hf_ingest.dataset_files import FileRef, HubDatasetFiles, LocalDatasetFiles
 from hf_ingest.hub import hub_filesystem
 from hf_ingest.images import InvalidImage
@@ -30,7 +32,8 @@ def test_local_paths_resolve_inside_the_folder_only(tmp_path: Path) -> None:
     files = LocalDatasetFiles(root)
 
     for path in ("a/x.png", str(root / "a" / "x.png"), "a/../a/x.png", "a/inner-link.png"):
-        assert files.locate(path) == FileRef(os.path.realpath(root / "a" / "x.png"), 5)
+        target = os.path.realpath(root / "a" / "x.png")
+        assert files.locate(path) == FileRef(target, 5, local_content_id(os.stat(target)))
     for path in ("../outside.png", str(tmp_path / "outside.png"), "a/link.png", "/dev/zero", "/proc/self/environ",
                  "file://" + str(root / "a" / "x.png"), ".", "", "a/x.png\x00.jpg"):
         assert _reason(files, path) == "outside_dataset", path
@@ -62,7 +65,8 @@ def test_hub_paths_resolve_inside_the_repo_at_the_commit_only(hub: HubServer, tm
 
     for path in ("img/a.png", f"hf://datasets/{repo}@{commit}/img/a.png", "img/./a.png", "img/../img/a.png"):
         ref = files.locate(path)
-        assert ref == FileRef(f"hf://datasets/{repo}@{commit}/img/a.png", 300)
+        blob = hashlib.sha1(b"blob 300\x00" + b"A" * 300).hexdigest()  # git's id of the file: no read needed
+        assert ref == FileRef(f"hf://datasets/{repo}@{commit}/img/a.png", 300, f"git:{blob}")
     assert files.read(files.locate("img/a.png"), 300) == b"A" * 300
     for path in (f"hf://datasets/{repo}@{first}/img/a.png", f"hf://datasets/{repo}@main/img/a.png",
                  f"hf://datasets/{repo}@{commit}/../other/x.png", "../x", "/img/a.png", "http://x/img/a.png",

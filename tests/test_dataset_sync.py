@@ -232,3 +232,93 @@ def test_an_imagefolder_repo_that_lost_its_last_image_marks_that_scene_removed(h
     commit = hub.publish(repo, write_imagefolder(tmp_path / "v2", images[:5]), "last image removed")
     _import(repo)
     assert sorted(_live(repo)) == list(range(5)) and _removed(repo) == {5: commit}
+
+
+class Folder:
+    """An imagefolder split (`train/` with a `metadata.csv`) changed in place, one image file at a time."""
+
+    def __init__(self, versions: Versions) -> None:
+        self.versions = versions
+        self.split = versions.folder / "train"
+        self.split.mkdir(parents=True)
+        self.rows: list[tuple[str, str]] = []  # (file name, caption), in the metadata's order: the split's rows
+
+    def put(self, name: str, seed: int, caption: str, at: int | None = None) -> None:
+        data = b"broken image" if seed % 7 == 3 else encode_image((30 + seed % 41, 20 + seed % 13), color=(seed % 251, 9, 60))
+        (self.split / name).write_bytes(data)
+        if all(existing != name for existing, _ in self.rows):
+            self.rows.insert(len(self.rows) if at is None else at, (name, caption))
+
+    def caption(self, name: str, caption: str) -> None:
+        self.rows = [(n, caption if n == name else c) for n, c in self.rows]
+
+    def delete(self, name: str) -> None:
+        (self.split / name).unlink()
+        self.rows = [(n, c) for n, c in self.rows if n != name]
+
+    def commit(self, message: str) -> None:
+        lines = ["file_name,caption", *(f"{name},{caption}" for name, caption in self.rows)]
+        (self.split / "metadata.csv").write_text("\n".join(lines) + "\n")
+        self.versions.commit(message)
+
+    def expected(self) -> dict[int, str]:
+        return {row: hashlib.sha256(data).hexdigest() for row, (name, _) in enumerate(self.rows)
+                if (data := (self.split / name).read_bytes()) != b"broken image"}
+
+
+def _images_fetched(versions: Versions) -> set[str]:
+    return {path.rsplit("/", 1)[-1] for method, path in versions.hub.proxy.requests
+            if method == "GET" and path.endswith(".jpg")} if versions.hub else set()
+
+
+def test_an_imagefolder_kept_current_reads_only_the_rows_whose_image_or_metadata_changed(versions: Versions) -> None:
+    folder = Folder(versions)
+    for n in range(12):
+        folder.put(f"img{n:03d}.jpg", n, f"caption {n}")
+    folder.commit("twelve images")
+    first = _import(versions.dataset)
+    assert (first.progress["files_read"], first.progress["files_kept"]) == (12, 0)
+    assert _live(versions.dataset) == folder.expected()
+
+    def sync(message: str) -> Job:
+        folder.commit(message)
+        if versions.hub:
+            versions.hub.proxy.requests.clear()
+        job = _import(versions.dataset)
+        assert _live(versions.dataset) == folder.expected(), message
+        assert not set(_removed(versions.dataset)) & set(folder.expected()), message
+        return job
+
+    (versions.folder / "README.md").write_text("# a card\n")
+    card = sync("card edit")  # nothing read: no image fetched
+    assert (card.progress["files_read"], card.progress["files_kept"], card.progress["rows_seen"]) == (0, 12, 0)
+    assert _images_fetched(versions) == set()
+
+    for n in range(12, 15):
+        folder.put(f"img{n:03d}.jpg", n, f"caption {n}")
+    appended = sync("three images appended")
+    assert (appended.progress["files_read"], appended.progress["files_kept"]) == (3, 12)
+    assert appended.progress["rows_seen"] == 3
+    if versions.hub:
+        assert _images_fetched(versions) == {"img012.jpg", "img013.jpg", "img014.jpg"}
+
+    folder.put("img005.jpg", 105, "caption 5")  # one image replaced in place
+    folder.caption("img008.jpg", "a better caption")  # one row's metadata edited
+    changed = sync("an image replaced, a caption edited")
+    assert (changed.progress["files_read"], changed.progress["files_kept"]) == (2, 13)
+    if versions.hub:
+        assert _images_fetched(versions) == {"img005.jpg", "img008.jpg"}
+    with runtime.job_store().engine.connect() as conn:  # type: ignore[attr-defined]
+        caption = conn.execute(sa.text("select metadata from scenes where dataset = :d and row_index = 8 "
+                                       "and removed_at is null"), {"d": versions.dataset}).scalar_one()
+    assert "a better caption" in str(caption)
+
+    folder.put("img004b.jpg", 200, "inserted", at=5)  # a row inserted in the middle: the ten after it move
+    inserted = sync("an image inserted")
+    assert (inserted.progress["files_read"], inserted.progress["rows_seen"]) == (1, 1)
+    assert inserted.progress["scenes_moved"] == sum(1 for row in folder.expected() if row > 5)
+
+    folder.delete("img014.jpg")
+    deleted = sync("the last image deleted")
+    assert deleted.progress["files_read"] == 0 and deleted.progress["scenes_removed"] == 1
+    assert max(_removed(versions.dataset)) == len(folder.rows)

@@ -326,8 +326,11 @@ def test_on_one_machine_the_waiting_parent_imports_the_shards_no_worker_took(
     runs = httpx.post(f"{two_workers.api_url}/flow_runs/filter",
                       json={"flow_runs": {"tags": {"all_": [f"job:{body['job_id']}"]}}}).json()
     cancelled = [r for r in runs if r["state"]["type"] == "CANCELLED"]
-    assert len(cancelled) == len(by_parent) - 1  # each shard the parent took beyond its own: a child run it cancelled
-    assert all(r["state"]["message"] == "its shard was imported by the parent run" for r in cancelled)
+    assert cancelled and all(r["state"]["message"] == "its shard was imported by the parent run" for r in cancelled)
+    children = {int(r["name"].rsplit("#", 1)[1]): r["state"]["type"] for r in runs if "#" in r["name"]}
+    # each shard the parent took beyond its own: a child run it cancelled, or (a worker took it in the same
+    # instant, which Prefect lets both win) one that found its shard's attempt claimed and did nothing
+    assert all(children[shard] in ("CANCELLED", "COMPLETED") for shard in by_parent[1:]), (by_parent, children)
     count, distinct, shas = _scene_rows(two_workers, repo)
     assert count == distinct == len(valid) and shas == valid
     assert all(s.status.value == "completed" and s.attempts == 1 for s in shards)

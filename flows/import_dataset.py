@@ -142,7 +142,7 @@ async def hf_ingest(
             else:  # the common case: what is to be read, in this process, no added latency
                 source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
                 reader = ImageReader.for_stream(stream, settings.max_image_pixels, settings.derivative_sizes)
-                parts = [stream] if ranges is None else stream.parts(ranges)
+                parts = sync.parts(stream)
                 with runtime.long_lived_objects_frozen():  # what is alive now outlives the batches: out of GC scans
                     for part in parts:
                         await asyncio.to_thread(ingest_stream, part, source, reader, reporter, progress)

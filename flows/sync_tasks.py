@@ -1,11 +1,13 @@
 """Keeping a split current: the tasks that plan a sync before the rows are read and record it after.
 
 Thin over `hf_ingest.sync_plan` (which files to read, which rows moved) and the jobs store's
-`record_layout` (moves, removals and the split's file list, in one transaction). A parquet or imagefolder
-import without a limit is always planned (an imagefolder row is a "file" of one row): the first one reads
-everything and records the files; a later one reads only what changed. WebDataset, and imports with a
+`record_layout` (moves, removals and the split's file list, in one transaction). An import without a limit
+is always planned: the first one reads everything and records the files; a later one reads only what
+changed. Parquet files, and imagefolder rows (each a "file" of one row), are compared one by one; WebDataset
+tars, whose rows are only known by reading them, are kept up to the first new or changed one, and read
+whole from there (their rows counted, the split's end known at the end). Other formats, and imports with a
 limit, read what they read as before and forget the split's file list first (the rows it describes are
-about to be rewritten); a full read of WebDataset still marks the rows after its end removed.
+about to be rewritten); a full read still marks the rows after its end removed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from hf_ingest import runtime
 from hf_ingest.jobstore import SplitKey
 from hf_ingest.jobstore.model import Expected, LayoutChanged, LayoutWrites
 from hf_ingest.source import DatasetStream
-from hf_ingest.sync_plan import SyncPlan, plan_sync, reading_fingerprint
+from hf_ingest.sync_plan import DataFile, SyncPlan, plan_sync, reading_fingerprint, sized_prefix
 
 
 PLAN_ATTEMPTS = 5
@@ -31,13 +33,18 @@ PLAN_ATTEMPTS = 5
 class SyncStart:
     """The plan, and what recording it did before any row was read (moves, rows removed at the end)."""
 
-    plan: SyncPlan | None  # None: a full read (WebDataset, or a limit)
+    plan: SyncPlan | None  # None: a full read (a limit)
     writes: LayoutWrites
+    sized: tuple[DataFile, ...] = ()  # WebDataset: the leading tars, with their rows from the record
 
     @property
     def ranges(self) -> list[tuple[int, int]] | None:
-        """The row ranges to read; None: the whole stream."""
+        """The row ranges to read (and then the unsized files); None: the whole stream."""
         return list(self.plan.read) if self.plan is not None else None
+
+    def parts(self, stream: DatasetStream) -> list[DatasetStream]:
+        """What to read of `stream`: all of it, or the plan's ranges and unsized files."""
+        return [stream] if self.plan is None else stream.parts(self.plan.read, self.sized)
 
     def rows_to_read(self, stream: DatasetStream) -> int | None:
         return stream.rows_to_read if self.plan is None else self.plan.rows_to_read
@@ -75,11 +82,14 @@ def start_sync(job_id: uuid.UUID, stream: DatasetStream) -> SyncStart:
     the rows past the new end removed, and record the plan (the files to read pending): all before reading."""
     store = runtime.job_store()
     split = split_of(stream)
-    if stream.data_files is None or stream.request.limit is not None:
+    if (stream.data_files is None and not stream.unsized_files) or stream.request.limit is not None:
         return SyncStart(None, store.record_layout(split, None, [], None, stream.revision, job_id))
+    fingerprint = fingerprint_of(stream)
     for attempt in range(PLAN_ATTEMPTS):
         previous = store.read_layout(split)
-        plan = plan_sync(stream.data_files, previous, fingerprint_of(stream), stream.revision)
+        files, unsized = ((list(stream.data_files), []) if stream.data_files is not None
+                          else sized_prefix(stream.unsized_files, previous, fingerprint))
+        plan = plan_sync(files, previous, fingerprint, stream.revision, unsized)
         writes = LayoutWrites()
         if not plan.changes_layout:
             break
@@ -94,23 +104,26 @@ def start_sync(job_id: uuid.UUID, stream: DatasetStream) -> SyncStart:
     run_log().info("plan", "sync planned", files_read=plan.files_read, files_kept=plan.files_kept,
                    rows_to_read=plan.rows_to_read, rows_unchanged=plan.rows_unchanged, scenes_moved=writes.moved,
                    scenes_removed=writes.removed)
-    return SyncStart(plan, writes)
+    return SyncStart(plan, writes, tuple(files) if stream.data_files is None else ())
 
 
 @task(name="record-sync", **BATCH_TASK_OPTIONS)
 @no_secrets_in_errors
 def finish_sync(job_id: uuid.UUID, stream: DatasetStream, start: SyncStart) -> int:
-    """Every file read: record the split's files as done (what the next sync compares with). A full read of
-    WebDataset marks the scenes after its last row removed. Returns the scenes removed here."""
+    """Every file read: record the split's files as done (what the next sync compares with). Where only reading
+    told the split's end (WebDataset tars read whole), or a full read with nothing recorded, the scenes after
+    it are marked removed. Returns the scenes removed here."""
     store = runtime.job_store()
     plan = start.plan
     if plan is None:
         end_row = stream.rows_read if stream.request.limit is None else None
         return store.record_layout(split_of(stream), None, [], end_row, stream.revision, job_id).removed
-    if not plan.idle:
-        try:
-            store.record_layout(split_of(stream), plan.completed(), [], None, stream.revision, job_id,
-                                Expected(plan.layout))
-        except LayoutChanged:  # a newer import of the split recorded its own files: they are the split's now
-            run_log().info("record", "the split's files were recorded by a newer import; left as they are")
-    return 0
+    if plan.idle:
+        return 0
+    layout, end_row = plan.completed(stream.unsized_rows)  # the end, if only reading the unsized files told it
+    try:
+        return store.record_layout(split_of(stream), layout, [], end_row, stream.revision, job_id,
+                                   Expected(plan.layout)).removed
+    except LayoutChanged:  # a newer import of the split recorded its own files: they are the split's now
+        run_log().info("record", "the split's files were recorded by a newer import; left as they are")
+        return 0

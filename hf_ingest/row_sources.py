@@ -181,6 +181,7 @@ class DatasetsRows:
 
     def __init__(self, iterable: Any, columns: list[str], chunk_rows: int = DATASETS_CHUNK_ROWS) -> None:
         self.iterable = iterable.select_columns(columns).with_format("arrow")
+        self.columns = columns
         self.chunk_rows = chunk_rows
         self.state: dict[str, Any] | None = None
 
@@ -193,3 +194,26 @@ class DatasetsRows:
         for table in self.iterable.iter(batch_size=self.chunk_rows):
             self.state = self.iterable.state_dict()
             yield table
+
+
+class DatasetsShardRows:
+    """Some shards of a `datasets` stream (WebDataset: one per tar file), in order, each one's rows counted into
+    `counts`: how a sync reads the files of a split whose rows are only known by reading them."""
+
+    def __init__(self, rows: DatasetsRows, shards: Sequence[int], counts: list[int]) -> None:
+        total = rows.iterable.num_shards
+        self.shards = list(shards)
+        self.parts = [DatasetsRows(rows.iterable.shard(num_shards=total, index=shard, contiguous=True), rows.columns,
+                                   rows.chunk_rows) for shard in self.shards]
+        self.counts = counts  # one per shard, owned by the caller
+        self.index = 0
+
+    def position(self) -> str:
+        return f"data file {self.shards[self.index] + 1}" if self.index < len(self.shards) else "the end of the data files"
+
+    def chunks(self) -> Iterator[pa.Table]:
+        while self.index < len(self.parts):
+            for table in self.parts[self.index].chunks():  # after a failure, each part resumes where it was
+                self.counts[self.index] += table.num_rows
+                yield table
+            self.index += 1

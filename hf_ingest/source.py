@@ -33,6 +33,7 @@ from hf_ingest.metadata import MetadataColumns
 from hf_ingest.row_sources import (
     LISTING_CHUNK_ROWS,
     DatasetsRows,
+    DatasetsShardRows,
     Footer,
     ParquetRows,
     RowSource,
@@ -123,6 +124,8 @@ class DatasetStream:
     first_row: int = 0  # a shard reads the split's rows [first_row, end_row)
     end_row: int | None = None
     only: tuple[tuple[int, int], ...] | None = None  # rows to read where the format cannot seek; others unread
+    unsized_files: tuple[DataFile, ...] = ()  # WebDataset: the tars (rows unknown until read), one stream shard each
+    unsized_rows: list[int] = field(default_factory=list)  # the rows read of the tars `parts` read whole
     hf_token: str | None = field(default=None, repr=False)
     sleep: Callable[[float], None] = time.sleep
 
@@ -155,13 +158,27 @@ class DatasetStream:
         rows.seek(first_row)
         return replace(self, rows=rows, first_row=first_row, end_row=end_row)
 
-    def parts(self, ranges: Sequence[tuple[int, int]]) -> list[DatasetStream]:
+    def parts(self, ranges: Sequence[tuple[int, int]], sized: Sequence[DataFile] = ()) -> list[DatasetStream]:
         """Streams that read only the split's row `ranges` (what a sync must read): one per range, seeking to it,
-        where the format allows (parquet); else one pass that skips the other rows, whose files it never opens
-        (imagefolder rows only name their files)."""
+        where the format allows (parquet); for WebDataset, the tars of each range (`sized`: the leading tars
+        with their rows, from the record) and then every tar after them, whole, counting their rows into
+        `unsized_rows`; else one pass that skips the other rows, whose files it never opens (imagefolder rows
+        only name their files)."""
         if self.shardable:
             return [self.rows_between(first, end) for first, end in ranges]
-        return [replace(self, only=tuple(ranges))]
+        if not self.unsized_files or not isinstance(self.rows, DatasetsRows):
+            return [replace(self, only=tuple(ranges))]
+        parts = []
+        for first, end in ranges:
+            tars = [index for index, tar in enumerate(sized) if first <= tar.first_row and tar.first_row + tar.rows <= end]
+            parts.append(replace(self, rows=DatasetsShardRows(self.rows, tars, [0] * len(tars)), first_row=first,
+                                 end_row=end))
+        tail = list(range(len(sized), len(self.unsized_files)))
+        self.unsized_rows = [0] * len(tail)
+        if tail:
+            end = sized[-1].first_row + sized[-1].rows if sized else 0
+            parts.append(replace(self, rows=DatasetsShardRows(self.rows, tail, self.unsized_rows), first_row=end))
+        return parts
 
     def batches(self, batch_size: int, max_bytes: int) -> Iterator[list[ImageRow]]:
         """Images in order, at most `batch_size` of them and about `max_bytes` of image bytes per batch."""
@@ -448,6 +465,11 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
     if builder.name == "imagefolder":  # rows name their files: listing them reads no image, and a sync compares them
         listed = stream.rows_as_files(DatasetsRows(iterable.decode(False), columns, LISTING_CHUNK_ROWS))
         stream = replace(stream, data_files=listed, total_rows=len(listed))
+    elif builder.name == "webdataset":  # one stream shard per tar, in order: a sync reads only from the first change
+        tars = _split_files(builder, request.split)
+        if iterable.num_shards == len(tars):
+            identities = file_identities(tars, files.root, filesystem)
+            stream.unsized_files = tuple(DataFile(i.name, i.content_id, 0, 0) for i in identities)
     return stream
 
 

@@ -40,12 +40,13 @@ class SyncPlan:
     layout: SplitLayout  # the kept files done, the files to read pending
     moves: tuple[RowMove, ...]
     read: tuple[tuple[int, int], ...]  # row ranges [first, end) of the files to read, merged where adjacent
-    end_row: int  # the split's rows at the new commit: scenes at or after it are removed
+    end_row: int | None  # the split's rows at the new commit (scenes at or after it are removed); None: unsized
     files_read: int
     files_kept: int
     rows_unchanged: int  # rows of files kept where they were
     rows_moved: int  # rows of files kept that moved
     changes_layout: bool  # False: the split is exactly as recorded (nothing to read, move, remove or record)
+    unsized: int = 0  # files read whole after the others, whose rows are known once read (the layout's last ones)
 
     @property
     def idle(self) -> bool:
@@ -53,17 +54,31 @@ class SyncPlan:
         return not self.changes_layout and not self.read
 
     @property
-    def rows_to_read(self) -> int:
-        return sum(end - first for first, end in self.read)
+    def rows_to_read(self) -> int | None:
+        """Rows the sync reads; None if some are in unsized files."""
+        return None if self.unsized else sum(end - first for first, end in self.read)
 
-    def completed(self) -> SplitLayout:
-        """The layout once every file has been read: what the next sync compares with."""
-        return replace(self.layout, files=tuple(replace(f, done=True) for f in self.layout.files))
+    def completed(self, unsized_rows: Sequence[int] = ()) -> tuple[SplitLayout, int | None]:
+        """The layout once every file has been read (the unsized ones with the rows read of them): what the next
+        sync compares with; and the split's end if only reading told it (scenes after it are removed then)."""
+        if len(unsized_rows) != self.unsized:
+            raise ValueError(f"{self.unsized} unsized files, {len(unsized_rows)} row counts")
+        files = [replace(f, done=True) for f in self.layout.files]
+        if not self.unsized:
+            return replace(self.layout, files=tuple(files)), None
+        first_row = files[-self.unsized].first_row
+        for position, rows in enumerate(unsized_rows, start=len(files) - self.unsized):
+            files[position] = replace(files[position], rows=rows, first_row=first_row)
+            first_row += rows
+        return replace(self.layout, files=tuple(files)), first_row
 
 
 def plan_sync(files: Sequence[DataFile], previous: SplitLayout | None, fingerprint: str,
-              revision: str | None) -> SyncPlan:
-    """The plan for `files` (the new commit's) against `previous` (None, or another fingerprint: read all)."""
+              revision: str | None, unsized: Sequence[DataFile] = ()) -> SyncPlan:
+    """The plan for `files` (the new commit's) against `previous` (None, or another fingerprint: read all).
+
+    `unsized` files follow `files` and are read whole, their rows unknown until then (WebDataset tars after
+    the first new or changed one): the split's end is only known once they are read."""
     usable: dict[tuple[str, int], list[LayoutFile]] = {}  # by content and rows: a split may have 100,000s of files
     if previous and previous.fingerprint == fingerprint:
         for recorded in previous.files:
@@ -89,13 +104,32 @@ def plan_sync(files: Sequence[DataFile], previous: SplitLayout | None, fingerpri
         elif file.rows:
             moved += file.rows
             moves.append(RowMove(match.first_row, match.end_row, shift))
-    new = SplitLayout(fingerprint, tuple(layout))
     end_row = files[-1].first_row + files[-1].rows if files else 0
+    layout.extend(LayoutFile(f.name, f.content_id, 0, end_row, False, revision, f.schema) for f in unsized)
+    new = SplitLayout(fingerprint, tuple(layout))
     return SyncPlan(
-        layout=new, moves=tuple(_merged_moves(moves)), read=tuple(_merged_ranges(read)), end_row=end_row,
-        files_read=len(files) - kept, files_kept=kept, rows_unchanged=unchanged, rows_moved=moved,
-        changes_layout=previous != new or _previous_end(previous) != end_row,
+        layout=new, moves=tuple(_merged_moves(moves)), read=tuple(_merged_ranges(read)),
+        end_row=None if unsized else end_row, unsized=len(unsized),
+        files_read=len(files) - kept + len(unsized), files_kept=kept, rows_unchanged=unchanged, rows_moved=moved,
+        changes_layout=previous != new or _previous_end(previous) != end_row or bool(unsized),
     )
+
+
+def sized_prefix(files: Sequence[DataFile], previous: SplitLayout | None,
+                 fingerprint: str) -> tuple[list[DataFile], list[DataFile]]:
+    """For files whose rows are only known by reading them (WebDataset tars, listed with 0 rows): the leading
+    ones the split's record has (same content, done) with their rows and first rows, and the rest, from the
+    first new or changed one on, which a sync reads whole (`plan_sync`'s `unsized`)."""
+    recorded = {f.content_id: f.rows for f in previous.files if f.done} if (
+        previous and previous.fingerprint == fingerprint) else {}
+    sized: list[DataFile] = []
+    first_row = 0
+    for position, file in enumerate(files):
+        if file.content_id not in recorded:
+            return sized, list(files[position:])
+        sized.append(replace(file, rows=recorded[file.content_id], first_row=first_row))
+        first_row += recorded[file.content_id]
+    return sized, []
 
 
 def _take_match(usable: dict[tuple[str, int], list[LayoutFile]], file: DataFile) -> LayoutFile | None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
+import tarfile
 import shutil
 import uuid
 from pathlib import Path
@@ -23,7 +25,7 @@ import sqlalchemy as sa
 
 from flows.import_dataset import hf_ingest
 from hf_ingest import runtime
-from hf_ingest.hub_formats import encode_image, write_imagefolder, write_parquet_file
+from hf_ingest.hub_formats import encode_image, write_imagefolder, write_parquet_file, write_webdataset
 from hf_ingest.jobstore import Job
 from tests.hub_server import HubServer
 
@@ -322,3 +324,75 @@ def test_an_imagefolder_kept_current_reads_only_the_rows_whose_image_or_metadata
     deleted = sync("the last image deleted")
     assert deleted.progress["files_read"] == 0 and deleted.progress["scenes_removed"] == 1
     assert max(_removed(versions.dataset)) == len(folder.rows)
+
+
+def _put_tar(folder: Path, index: int, first: int, count: int) -> None:
+    """Tar `train-<index>.tar` of WebDataset samples `first`..`first + count - 1` (every 7th image broken)."""
+    staging = folder.parent / f"staging-{uuid.uuid4().hex[:6]}"
+    write_webdataset(staging, [{"__key__": f"s{first + n:05d}", "jpg": row["image"], "json": {"n": row["n"]}}
+                               for n, row in enumerate(_rows(first, count))])
+    folder.mkdir(parents=True, exist_ok=True)
+    os.replace(staging / "train-00000.tar", folder / f"train-{index:05d}.tar")
+    shutil.rmtree(staging)
+
+
+def _expected_tars(folder: Path) -> dict[int, str]:
+    expected, row = {}, 0
+    for path in sorted(folder.glob("train-*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar.getmembers():
+                if member.name.endswith(".jpg"):
+                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    if data != b"broken image":
+                        expected[row] = hashlib.sha256(data).hexdigest()
+                    row += 1
+    return expected
+
+
+def _tars_fetched(versions: Versions) -> set[str]:
+    return {path.rsplit("/", 1)[-1] for method, path in versions.hub.proxy.requests
+            if method == "GET" and path.endswith(".tar")} if versions.hub else set()
+
+
+def test_a_webdataset_kept_current_reads_from_its_first_new_or_changed_tar_on(versions: Versions) -> None:
+    folder = versions.folder
+    for index in range(3):
+        _put_tar(folder, index, index * 10, 10)
+
+    def sync(message: str) -> Job:
+        versions.commit(message)
+        if versions.hub:
+            versions.hub.proxy.requests.clear()
+        job = _import(versions.dataset)
+        assert _live(versions.dataset) == _expected_tars(folder), message
+        assert not set(_removed(versions.dataset)) & set(_expected_tars(folder)), message
+        return job
+
+    first = sync("three tars")
+    assert (first.progress["files_read"], first.progress["files_kept"], first.progress["rows_seen"]) == (3, 0, 30)
+
+    (folder / "README.md").write_text("# a card\n")
+    card = sync("card edit")  # every tar as recorded: none is read (`datasets` opens the first for its columns)
+    assert (card.progress["files_read"], card.progress["files_kept"], card.progress["rows_seen"]) == (0, 3, 0)
+    assert _tars_fetched(versions) <= {"train-00000.tar"}
+
+    _put_tar(folder, 3, 100, 10)
+    appended = sync("a tar appended")  # only the new tar is read
+    assert (appended.progress["files_read"], appended.progress["files_kept"], appended.progress["rows_seen"]) == (1, 3, 10)
+    if versions.hub:
+        assert _tars_fetched(versions) - {"train-00000.tar"} == {"train-00003.tar"}
+
+    _put_tar(folder, 1, 200, 12)
+    changed = sync("a middle tar grew")  # its rows are known only by reading it: it and the ones after it are read
+    assert (changed.progress["files_read"], changed.progress["files_kept"], changed.progress["rows_seen"]) == (3, 1, 32)
+    assert changed.progress["scenes_unchanged"] == 10
+
+    (folder / "train-00000.tar").unlink()
+    deleted = sync("the first tar deleted")  # every tar left is recorded: their scenes move, nothing is read
+    assert (deleted.progress["files_read"], deleted.progress["rows_seen"]) == (0, 0)
+    assert deleted.progress["scenes_moved"] > 0 and deleted.progress["scenes_removed"] > 0
+
+    _put_tar(folder, 3, 300, 4)
+    shrunk = sync("the last tar shrank")  # the split's end is known once it is read: the rows after it removed
+    assert (shrunk.progress["files_read"], shrunk.progress["files_kept"], shrunk.progress["rows_seen"]) == (1, 2, 4)
+    assert shrunk.progress["scenes_removed"] > 0

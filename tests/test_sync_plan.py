@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hf_ingest.jobstore.model import RowMove, SplitLayout
-from hf_ingest.sync_plan import DataFile, plan_sync
+from hf_ingest.sync_plan import DataFile, plan_sync, sized_prefix
 
 FP = "f" * 32
 
@@ -17,7 +17,7 @@ def _files(*spec: tuple[str, str, int]) -> list[DataFile]:
 
 
 def _recorded(files: list[DataFile], fingerprint: str = FP) -> SplitLayout:
-    return plan_sync(files, None, fingerprint, "1" * 40).completed()
+    return plan_sync(files, None, fingerprint, "1" * 40).completed()[0]
 
 
 FOUR = _files(("t-0-of-4", "a", 100), ("t-1-of-4", "b", 100), ("t-2-of-4", "c", 100), ("t-3-of-4", "d", 100))
@@ -26,7 +26,7 @@ FOUR = _files(("t-0-of-4", "a", 100), ("t-1-of-4", "b", 100), ("t-2-of-4", "c", 
 def test_a_first_import_reads_every_file_and_records_them() -> None:
     plan = plan_sync(FOUR, None, FP, "1" * 40)
     assert plan.read == ((0, 400),) and plan.files_read == 4 and plan.files_kept == 0 and plan.moves == ()
-    assert plan.changes_layout and all(f.done for f in plan.completed().files)
+    assert plan.changes_layout and all(f.done for f in plan.completed()[0].files)
     assert not any(f.done for f in plan.layout.files)  # pending until read: a crash reads them again
 
 
@@ -72,3 +72,29 @@ def test_two_files_with_the_same_content_each_keep_their_own_rows() -> None:
     twins = _files(("x", "same", 10), ("y", "same", 10))
     plan = plan_sync(twins, _recorded(twins), FP, "2" * 40)
     assert plan.read == () and plan.moves == () and plan.files_kept == 2
+
+
+def _tars(*contents: str) -> list[DataFile]:
+    """Tars as listed: content ids, rows unknown until read."""
+    return [DataFile(f"train-{i:05d}.tar", content, 0, 0) for i, content in enumerate(contents)]
+
+
+def test_tars_are_kept_up_to_the_first_new_one_and_read_whole_from_there_their_end_known_once_read() -> None:
+    first_sized, first_unsized = sized_prefix(_tars("a", "b", "c"), None, FP)
+    first = plan_sync(first_sized, None, FP, "1" * 40, first_unsized)
+    assert (first_sized, first.files_read, first.end_row, first.rows_to_read) == ([], 3, None, None)
+    recorded, end = first.completed([10, 12, 0])
+    assert end == 22 and [(f.rows, f.first_row, f.done) for f in recorded.files] == [(10, 0, True), (12, 10, True), (0, 22, True)]
+
+    sized, unsized = sized_prefix(_tars("a", "x", "c"), recorded, FP)  # the second changed: it and the rest are read
+    assert [(f.content_id, f.rows, f.first_row) for f in sized] == [("a", 10, 0)] and [f.content_id for f in unsized] == ["x", "c"]
+    plan = plan_sync(sized, recorded, FP, "2" * 40, unsized)
+    assert (plan.files_kept, plan.files_read, plan.rows_unchanged, plan.read, plan.unsized) == (1, 2, 10, (), 2)
+    assert [(f.first_row, f.done) for f in plan.layout.files] == [(0, True), (10, False), (10, False)]
+    _, end = plan.completed([5, 0])
+    assert end == 15  # the rows after it are removed once the tars are read
+
+    sized, unsized = sized_prefix(_tars("b", "c"), recorded, FP)  # the first deleted: every tar left is recorded
+    plan = plan_sync(sized, recorded, FP, "2" * 40, unsized)
+    assert unsized == [] and plan.end_row == 12 and plan.moves == (RowMove(10, 22, -10),) and plan.read == ()
+    assert sized_prefix(_tars("a"), recorded, "another fingerprint") == ([], _tars("a"))

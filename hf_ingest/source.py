@@ -168,7 +168,7 @@ class DatasetStream:
             return [self.rows_between(first, end) for first, end in ranges]
         if not self.unsized_files or not isinstance(self.rows, DatasetsRows):
             return [replace(self, only=tuple(ranges))]
-        parts = []
+        parts: list[DatasetStream] = []
         for first, end in ranges:
             tars = [index for index, tar in enumerate(sized) if first <= tar.first_row and tar.first_row + tar.rows <= end]
             parts.append(replace(self, rows=DatasetsShardRows(self.rows, tars, [0] * len(tars)), first_row=first,

@@ -4,14 +4,14 @@ that are gone, ending every time with exactly one live scene per valid row, chec
 
 The commits are what happens to datasets on the Hub: a card edit; an append as `push_to_hub(append=True)`
 makes it (the old files renamed `-of-00005`, byte for byte); a middle file rewritten with rows added; a file
-deleted; a revert to the first commit.
+deleted; a revert to the first commit. An imagefolder split is compared row by row (an image replaced, a
+caption edited, a row inserted or deleted), a WebDataset split tar by tar up to its first new or changed tar.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import os
 import tarfile
 import shutil

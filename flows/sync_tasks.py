@@ -3,9 +3,10 @@
 Thin over `hf_ingest.sync_plan` (which files to read, which rows moved) and the jobs store's
 `record_layout` (moves, removals and the split's file list, in one transaction). An import without a limit
 is always planned: the first one reads everything and records the files; a later one reads only what
-changed. Parquet files, and imagefolder rows (each a "file" of one row), are compared one by one; WebDataset
-tars, whose rows are only known by reading them, are kept up to the first new or changed one, and read
-whole from there (their rows counted, the split's end known at the end). Other formats, and imports with a
+changed. Parquet files, and imagefolder rows (each a "file" of one row), are compared one by one; so are
+WebDataset tars, whose rows are only known by reading them: a changed tar before a kept one is counted
+first (read without importing), and new tars after the last kept one are read whole, their rows counted
+as they are imported (the split's end known at the end). Other formats, and imports with a
 limit, read what they read as before and forget the split's file list first (the rows it describes are
 about to be rewritten); a full read still marks the rows after its end removed.
 """
@@ -23,7 +24,7 @@ from hf_ingest import runtime
 from hf_ingest.jobstore import SplitKey
 from hf_ingest.jobstore.model import Expected, LayoutChanged, LayoutWrites
 from hf_ingest.source import DatasetStream
-from hf_ingest.sync_plan import DataFile, SyncPlan, plan_sync, reading_fingerprint, sized_prefix
+from hf_ingest.sync_plan import DataFile, SyncPlan, plan_sync, reading_fingerprint, sized_files
 
 
 PLAN_ATTEMPTS = 5
@@ -88,7 +89,7 @@ def start_sync(job_id: uuid.UUID, stream: DatasetStream) -> SyncStart:
     for attempt in range(PLAN_ATTEMPTS):
         previous = store.read_layout(split)
         files, unsized = ((list(stream.data_files), []) if stream.data_files is not None
-                          else sized_prefix(stream.unsized_files, previous, fingerprint))
+                          else sized_files(stream.unsized_files, previous, fingerprint, stream.count_rows))
         plan = plan_sync(files, previous, fingerprint, stream.revision, unsized)
         writes = LayoutWrites()
         if not plan.changes_layout:

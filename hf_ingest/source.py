@@ -180,6 +180,15 @@ class DatasetStream:
             parts.append(replace(self, rows=DatasetsShardRows(self.rows, tail, self.unsized_rows), first_row=end))
         return parts
 
+    def count_rows(self, tars: list[int]) -> list[int]:
+        """The rows of these tars (positions in `unsized_files`), read through without importing anything."""
+        if not isinstance(self.rows, DatasetsRows):
+            raise ValueError("only a WebDataset stream counts the rows of its tars")
+        counts = [0] * len(tars)
+        for _ in self._chunks_resumed(DatasetsShardRows(self.rows, tars, counts)):
+            pass
+        return counts
+
     def batches(self, batch_size: int, max_bytes: int) -> Iterator[list[ImageRow]]:
         """Images in order, at most `batch_size` of them and about `max_bytes` of image bytes per batch."""
         row_index = self.first_row
@@ -252,18 +261,19 @@ class DatasetStream:
         except InvalidImage as problem:
             return ImageRow(row_index, column, None, problem=problem, metadata=metadata)
 
-    def _chunks_resumed(self) -> Iterator[Any]:
+    def _chunks_resumed(self, rows: RowSource | None = None) -> Iterator[Any]:
         """The row source's chunks; a transient failure is retried with backoff and resumes after the last chunk."""
+        rows = rows or self.rows
         failures = 0
         while True:
             try:
-                for table in self.rows.chunks():
+                for table in rows.chunks():
                     failures = 0
                     yield table
                 return
             except Exception as exc:
                 if not is_transient(exc):
-                    raise _permanent(exc, self.request, self.hf_token, position=self.rows.position()) from exc
+                    raise _permanent(exc, self.request, self.hf_token, position=rows.position()) from exc
                 failures += 1
                 if failures >= STREAM_READ_ATTEMPTS:
                     raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -115,21 +115,24 @@ def plan_sync(files: Sequence[DataFile], previous: SplitLayout | None, fingerpri
     )
 
 
-def sized_prefix(files: Sequence[DataFile], previous: SplitLayout | None,
-                 fingerprint: str) -> tuple[list[DataFile], list[DataFile]]:
-    """For files whose rows are only known by reading them (WebDataset tars, listed with 0 rows): the leading
-    ones the split's record has (same content, done) with their rows and first rows, and the rest, from the
-    first new or changed one on, which a sync reads whole (`plan_sync`'s `unsized`)."""
+def sized_files(files: Sequence[DataFile], previous: SplitLayout | None, fingerprint: str,
+                count_rows: Callable[[list[int]], list[int]]) -> tuple[list[DataFile], list[DataFile]]:
+    """For files whose rows are only known by reading them (WebDataset tars, listed with 0 rows): their rows
+    and first rows up to the last file the split's record has (same content, done), counting the rows of the
+    new or changed ones among them (`count_rows` of their positions reads them, without importing); and the
+    files after it, all new, which a sync reads whole (`plan_sync`'s `unsized`): no count is needed for them."""
     recorded = {f.content_id: f.rows for f in previous.files if f.done} if (
         previous and previous.fingerprint == fingerprint) else {}
+    last_known = max((position for position, f in enumerate(files) if f.content_id in recorded), default=-1)
+    to_count = [position for position in range(last_known + 1) if files[position].content_id not in recorded]
+    counted = dict(zip(to_count, count_rows(to_count), strict=True)) if to_count else {}
     sized: list[DataFile] = []
     first_row = 0
-    for position, file in enumerate(files):
-        if file.content_id not in recorded:
-            return sized, list(files[position:])
-        sized.append(replace(file, rows=recorded[file.content_id], first_row=first_row))
-        first_row += recorded[file.content_id]
-    return sized, []
+    for position, file in enumerate(files[:last_known + 1]):
+        rows = counted[position] if position in counted else recorded[file.content_id]
+        sized.append(replace(file, rows=rows, first_row=first_row))
+        first_row += rows
+    return sized, list(files[last_known + 1:])
 
 
 def _take_match(usable: dict[tuple[str, int], list[LayoutFile]], file: DataFile) -> LayoutFile | None:

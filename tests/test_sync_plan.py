@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hf_ingest.jobstore.model import RowMove, SplitLayout
-from hf_ingest.sync_plan import DataFile, plan_sync, sized_prefix
+from hf_ingest.sync_plan import DataFile, plan_sync, sized_files
 
 FP = "f" * 32
 
@@ -79,22 +81,38 @@ def _tars(*contents: str) -> list[DataFile]:
     return [DataFile(f"train-{i:05d}.tar", content, 0, 0) for i, content in enumerate(contents)]
 
 
-def test_tars_are_kept_up_to_the_first_new_one_and_read_whole_from_there_their_end_known_once_read() -> None:
-    first_sized, first_unsized = sized_prefix(_tars("a", "b", "c"), None, FP)
+def _counter(rows: dict[str, int], files: list[DataFile], asked: list[list[int]]) -> Callable[[list[int]], list[int]]:
+    """Counts the rows of the tars at these positions, as reading them would; remembers what it was asked."""
+    def count(positions: list[int]) -> list[int]:
+        asked.append(positions)
+        return [rows[files[position].content_id] for position in positions]
+    return count
+
+
+def test_tars_are_sized_from_the_record_and_by_counting_the_changed_ones_and_new_ones_at_the_end_read_whole() -> None:
+    asked: list[list[int]] = []
+    rows = {"a": 10, "b": 12, "c": 0, "x": 5, "d": 7}
+    tars = _tars("a", "b", "c")
+    first_sized, first_unsized = sized_files(tars, None, FP, _counter(rows, tars, asked))
     first = plan_sync(first_sized, None, FP, "1" * 40, first_unsized)
-    assert (first_sized, first.files_read, first.end_row, first.rows_to_read) == ([], 3, None, None)
+    assert (first_sized, asked, first.files_read, first.end_row, first.rows_to_read) == ([], [], 3, None, None)
     recorded, end = first.completed([10, 12, 0])
     assert end == 22 and [(f.rows, f.first_row, f.done) for f in recorded.files] == [(10, 0, True), (12, 10, True), (0, 22, True)]
 
-    sized, unsized = sized_prefix(_tars("a", "x", "c"), recorded, FP)  # the second changed: it and the rest are read
-    assert [(f.content_id, f.rows, f.first_row) for f in sized] == [("a", 10, 0)] and [f.content_id for f in unsized] == ["x", "c"]
-    plan = plan_sync(sized, recorded, FP, "2" * 40, unsized)
-    assert (plan.files_kept, plan.files_read, plan.rows_unchanged, plan.read, plan.unsized) == (1, 2, 10, (), 2)
-    assert [(f.first_row, f.done) for f in plan.layout.files] == [(0, True), (10, False), (10, False)]
-    _, end = plan.completed([5, 0])
-    assert end == 15  # the rows after it are removed once the tars are read
+    appended = _tars("a", "b", "c", "d")  # new tars after the last recorded one: read whole, nothing counted
+    sized, unsized = sized_files(appended, recorded, FP, _counter(rows, appended, asked))
+    assert asked == [] and [f.content_id for f in unsized] == ["d"] and sized[-1].first_row == 22
 
-    sized, unsized = sized_prefix(_tars("b", "c"), recorded, FP)  # the first deleted: every tar left is recorded
+    changed = _tars("a", "x", "c")  # a changed tar before a recorded one: counted, so the one after it moves
+    sized, unsized = sized_files(changed, recorded, FP, _counter(rows, changed, asked))
+    assert asked == [[1]] and unsized == []
+    assert [(f.content_id, f.rows, f.first_row) for f in sized] == [("a", 10, 0), ("x", 5, 10), ("c", 0, 15)]
+    plan = plan_sync(sized, recorded, FP, "2" * 40, unsized)
+    assert (plan.files_kept, plan.files_read, plan.rows_unchanged, plan.read, plan.end_row) == (2, 1, 10, ((10, 15),), 15)
+
+    deleted = _tars("b", "c")  # the first deleted: every tar left is recorded, their rows move
+    sized, unsized = sized_files(deleted, recorded, FP, _counter(rows, deleted, asked))
     plan = plan_sync(sized, recorded, FP, "2" * 40, unsized)
     assert unsized == [] and plan.end_row == 12 and plan.moves == (RowMove(10, 22, -10),) and plan.read == ()
-    assert sized_prefix(_tars("a"), recorded, "another fingerprint") == ([], _tars("a"))
+    assert sized_files(_tars("a"), recorded, "another fingerprint", _counter(rows, _tars("a"), asked)) == ([], _tars("a"))
+    assert asked == [[1]]

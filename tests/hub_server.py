@@ -133,9 +133,12 @@ class HubServer:
         return _git(repo, "rev-parse", "HEAD").strip()
 
     def env(self) -> dict[str, str]:
-        """What a client process needs to use this Hub (set before huggingface_hub is imported)."""
+        """What a client process needs to use this Hub (set before huggingface_hub is imported): online, whatever
+        the caller's shell says (HF_HUB_OFFLINE=1 there would refuse every request to it)."""
         return {
             "HF_ENDPOINT": self.endpoint,
+            "HF_HUB_OFFLINE": "0",
+            "HF_DATASETS_OFFLINE": "0",
             "HF_HUB_DISABLE_TELEMETRY": "1",
             "HF_HUB_ETAG_TIMEOUT": "30",
             "HF_HUB_DOWNLOAD_TIMEOUT": "30",

@@ -9,6 +9,7 @@ created. One schedule per dataset, config, split and image column: scheduling it
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -40,8 +41,6 @@ class SyncSchedule:
 def schedule_slug(params: dict[str, Any]) -> str:
     """`sync-owner-name-default-train`: one per dataset, config, split and image column (Prefect allows 100
     characters; a longer name keeps its start and a digest of the whole)."""
-    import hashlib
-
     parts = [params["dataset"], params.get("config") or "default", params.get("split") or "train"]
     if params.get("image_column"):
         parts.append(params["image_column"])
@@ -60,6 +59,12 @@ def checked_parameters(dataset: str, config: str | None, split: str, image_colum
     return {name: value for name, value in params.items() if value is not None and name != "limit"}
 
 
+async def _deployment_schedules(client: Any) -> tuple[Any, dict[str, Any]]:
+    """The deployment's id and its schedules by slug."""
+    deployment = await client.read_deployment_by_name(DEPLOYMENT)
+    return deployment.id, {s.slug: s for s in await client.read_deployment_schedules(deployment.id) if s.slug}
+
+
 async def set_schedule(params: dict[str, Any], cron: str, timezone: str = "UTC") -> SyncSchedule:
     """Create the dataset's schedule, or replace its cron (its paused or active state is kept)."""
     from prefect.client.orchestration import get_client
@@ -69,13 +74,12 @@ async def set_schedule(params: dict[str, Any], cron: str, timezone: str = "UTC")
     schedule = CronSchedule(cron=cron, timezone=timezone)  # a bad cron or zone fails here, before any change
     slug = schedule_slug(params)
     async with get_client() as client:
-        deployment = await client.read_deployment_by_name(DEPLOYMENT)
-        existing = {s.slug: s for s in await client.read_deployment_schedules(deployment.id)}
+        deployment_id, existing = await _deployment_schedules(client)
         if slug in existing:
-            await client.update_deployment_schedule(deployment.id, existing[slug].id, schedule=schedule,
+            await client.update_deployment_schedule(deployment_id, existing[slug].id, schedule=schedule,
                                                     parameters=params)
         else:
-            await client.create_deployment_schedules(deployment.id, [
+            await client.create_deployment_schedules(deployment_id, [
                 DeploymentScheduleCreate(schedule=schedule, active=True, parameters=params, slug=slug)])
     return next(s for s in await list_schedules() if s.slug == slug)
 
@@ -85,11 +89,10 @@ async def list_schedules() -> list[SyncSchedule]:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        deployment = await client.read_deployment_by_name(DEPLOYMENT)
-        schedules = await client.read_deployment_schedules(deployment.id)
-    return [SyncSchedule(s.slug, getattr(s.schedule, "cron", str(s.schedule)),
+        _, schedules = await _deployment_schedules(client)
+    return [SyncSchedule(slug, getattr(s.schedule, "cron", str(s.schedule)),
                          getattr(s.schedule, "timezone", None) or "UTC", s.active, dict(s.parameters or {}))
-            for s in schedules if s.slug and s.slug.startswith(SLUG_PREFIX)]
+            for slug, s in schedules.items() if slug.startswith(SLUG_PREFIX)]
 
 
 async def change_schedule(slug: str, *, active: bool | None = None, remove: bool = False) -> bool:
@@ -97,12 +100,12 @@ async def change_schedule(slug: str, *, active: bool | None = None, remove: bool
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
-        deployment = await client.read_deployment_by_name(DEPLOYMENT)
-        found = next((s for s in await client.read_deployment_schedules(deployment.id) if s.slug == slug), None)
+        deployment_id, schedules = await _deployment_schedules(client)
+        found = schedules.get(slug)
         if found is None:
             return False
         if remove:
-            await client.delete_deployment_schedule(deployment.id, found.id)
+            await client.delete_deployment_schedule(deployment_id, found.id)
         else:
-            await client.update_deployment_schedule(deployment.id, found.id, active=active)
+            await client.update_deployment_schedule(deployment_id, found.id, active=active)
     return True

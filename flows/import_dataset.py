@@ -149,8 +149,7 @@ async def hf_ingest(
             progress.sync = sync.counts()
             progress.scenes_removed += sync.writes.removed + await asyncio.to_thread(finish_sync, job_id, stream, sync)
             if settings.derivatives and sync.changes_scenes:  # a split as recorded keeps its groups
-                split = SplitKey(request.dataset, stream.config_name, request.split, stream.image_column)
-                progress.near_duplicates = await asyncio.to_thread(group_near_duplicates, split,
+                progress.near_duplicates = await asyncio.to_thread(group_near_duplicates, stream.split,
                                                                    settings.near_duplicate_distance)
             await asyncio.to_thread(reporter.finish, progress)
         except BaseException as exc:

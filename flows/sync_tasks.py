@@ -21,7 +21,6 @@ from prefect import task
 from blocks.settings import get_settings
 from flows.import_tasks import BATCH_TASK_OPTIONS, no_secrets_in_errors, run_log
 from hf_ingest import runtime
-from hf_ingest.jobstore import SplitKey
 from hf_ingest.jobstore.model import Expected, LayoutChanged, LayoutWrites
 from hf_ingest.source import DatasetStream
 from hf_ingest.sync_plan import DataFile, SyncPlan, plan_sync, reading_fingerprint, sized_files
@@ -62,10 +61,6 @@ class SyncStart:
                 "scenes_unchanged": self.plan.rows_unchanged, "scenes_moved": self.writes.moved}
 
 
-def split_of(stream: DatasetStream) -> SplitKey:
-    return SplitKey(stream.request.dataset, stream.config_name, stream.request.split, stream.image_column)
-
-
 def fingerprint_of(stream: DatasetStream) -> str:
     """What besides the files makes the scenes: where they are stored and how, and the columns read."""
     settings = get_settings()
@@ -82,7 +77,7 @@ def start_sync(job_id: uuid.UUID, stream: DatasetStream) -> SyncStart:
     """Compare the commit's data files with the split's recorded ones; move the rows that only moved, mark
     the rows past the new end removed, and record the plan (the files to read pending): all before reading."""
     store = runtime.job_store()
-    split = split_of(stream)
+    split = stream.split
     if (stream.data_files is None and not stream.unsized_files) or stream.request.limit is not None:
         return SyncStart(None, store.record_layout(split, None, [], None, stream.revision, job_id))
     fingerprint = fingerprint_of(stream)
@@ -118,12 +113,12 @@ def finish_sync(job_id: uuid.UUID, stream: DatasetStream, start: SyncStart) -> i
     plan = start.plan
     if plan is None:
         end_row = stream.rows_read if stream.request.limit is None else None
-        return store.record_layout(split_of(stream), None, [], end_row, stream.revision, job_id).removed
+        return store.record_layout(stream.split, None, [], end_row, stream.revision, job_id).removed
     if plan.idle:
         return 0
     layout, end_row = plan.completed(stream.unsized_rows)  # the end, if only reading the unsized files told it
     try:
-        return store.record_layout(split_of(stream), layout, [], end_row, stream.revision, job_id,
+        return store.record_layout(stream.split, layout, [], end_row, stream.revision, job_id,
                                    Expected(plan.layout)).removed
     except LayoutChanged:  # a newer import of the split recorded its own files: they are the split's now
         run_log().info("record", "the split's files were recorded by a newer import; left as they are")

@@ -13,7 +13,9 @@ import csv
 import io
 import json
 import os
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,9 +95,6 @@ def write_parquet_dataset(
 def write_parquet_file(path: Path, rows: Sequence[dict[str, Any]], **options: Any) -> Path:
     """One parquet data file at `path` (`data/train-00003-of-00005.parquet`), as `write_parquet_dataset` writes
     them: to lay out a dataset's commits file by file (an append, a file rewritten)."""
-    import shutil
-    import tempfile
-
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".parquet-", dir=path.parent))
     try:

@@ -258,7 +258,7 @@ class IngestProgress:
     derivatives_backfilled: int = 0
     near_duplicates: int | None = None  # set by the grouping at the end of the import
     scenes_removed: int = 0
-    sync: dict[str, int] | None = None  # files_read, files_kept, scenes_unchanged, scenes_moved (parquet imports)
+    sync: dict[str, int] | None = None  # files_read, files_kept, scenes_unchanged, scenes_moved (a planned import)
     revision: str | None = None  # the commit read (Hub datasets)
     sample_urls: list[str] = field(default_factory=list)
     sample_thumbnails: list[str] = field(default_factory=list)

@@ -28,7 +28,7 @@ from hf_ingest.backoff import backoff_delay
 from hf_ingest.data_file_ids import data_files, file_identities
 from hf_ingest.dataset_files import DatasetFiles, FileRef, HubDatasetFiles, LocalDatasetFiles
 from hf_ingest.images import InvalidImage
-from hf_ingest.jobstore.model import KnownFile
+from hf_ingest.jobstore.model import KnownFile, SplitKey
 from hf_ingest.metadata import MetadataColumns
 from hf_ingest.row_sources import (
     LISTING_CHUNK_ROWS,
@@ -134,6 +134,11 @@ class DatasetStream:
         return self.slot.column
 
     @property
+    def split(self) -> SplitKey:
+        """Whose scenes these are: the dataset, config, split and image column."""
+        return SplitKey(self.request.dataset, self.config_name, self.request.split, self.image_column)
+
+    @property
     def rows_to_read(self) -> int | None:
         """How many rows the import will read, if known: the split's rows, or the limit if smaller."""
         limits = [n for n in (self.total_rows, self.request.limit, self.end_row) if n is not None]
@@ -170,14 +175,14 @@ class DatasetStream:
             return [replace(self, only=tuple(ranges))]
         parts: list[DatasetStream] = []
         for first, end in ranges:
-            tars = [index for index, tar in enumerate(sized) if first <= tar.first_row and tar.first_row + tar.rows <= end]
+            tars = [index for index, tar in enumerate(sized) if first <= tar.first_row and tar.end_row <= end]
             parts.append(replace(self, rows=DatasetsShardRows(self.rows, tars, [0] * len(tars)), first_row=first,
                                  end_row=end))
         tail = list(range(len(sized), len(self.unsized_files)))
         self.unsized_rows = [0] * len(tail)
         if tail:
-            end = sized[-1].first_row + sized[-1].rows if sized else 0
-            parts.append(replace(self, rows=DatasetsShardRows(self.rows, tail, self.unsized_rows), first_row=end))
+            parts.append(replace(self, rows=DatasetsShardRows(self.rows, tail, self.unsized_rows),
+                                 first_row=sized[-1].end_row if sized else 0))
         return parts
 
     def count_rows(self, tars: list[int]) -> list[int]:
@@ -475,11 +480,11 @@ def open_dataset(request: DatasetRequest, hf_token: str | None = None, max_image
     if builder.name == "imagefolder":  # rows name their files: listing them reads no image, and a sync compares them
         listed = stream.rows_as_files(DatasetsRows(iterable.decode(False), columns, LISTING_CHUNK_ROWS))
         stream = replace(stream, data_files=listed, total_rows=len(listed))
-    elif builder.name == "webdataset":  # one stream shard per tar, in order: a sync reads only from the first change
+    elif builder.name == "webdataset":  # one stream shard per tar, in order: a sync compares them (rows unknown)
         tars = _split_files(builder, request.split)
         if iterable.num_shards == len(tars):
             identities = file_identities(tars, files.root, filesystem)
-            stream.unsized_files = tuple(DataFile(i.name, i.content_id, 0, 0) for i in identities)
+            stream = replace(stream, unsized_files=tuple(DataFile(i.name, i.content_id, 0, 0) for i in identities))
     return stream
 
 

@@ -32,6 +32,14 @@ class DataFile:
     first_row: int
     schema: str | None = None  # the Arrow schema from its footer (serialized), recorded for the next sync
 
+    @property
+    def end_row(self) -> int:
+        return self.first_row + self.rows
+
+    def recorded(self, done: bool, revision: str | None, schema: str | None = None) -> LayoutFile:
+        """This file as the split's layout records it."""
+        return LayoutFile(self.name, self.content_id, self.rows, self.first_row, done, revision, schema or self.schema)
+
 
 @dataclass(frozen=True)
 class SyncPlan:
@@ -91,21 +99,20 @@ def plan_sync(files: Sequence[DataFile], previous: SplitLayout | None, fingerpri
     for file in files:
         match = _take_match(usable, file)
         if match is None:
-            layout.append(LayoutFile(file.name, file.content_id, file.rows, file.first_row, False, revision, file.schema))
+            layout.append(file.recorded(False, revision))
             if file.rows:
-                read.append((file.first_row, file.first_row + file.rows))
+                read.append((file.first_row, file.end_row))
             continue
         kept += 1
-        layout.append(LayoutFile(file.name, file.content_id, file.rows, file.first_row, True, match.revision,
-                                 match.schema or file.schema))
+        layout.append(file.recorded(True, match.revision, match.schema))
         shift = file.first_row - match.first_row
         if shift == 0:
             unchanged += file.rows
         elif file.rows:
             moved += file.rows
             moves.append(RowMove(match.first_row, match.end_row, shift))
-    end_row = files[-1].first_row + files[-1].rows if files else 0
-    layout.extend(LayoutFile(f.name, f.content_id, 0, end_row, False, revision, f.schema) for f in unsized)
+    end_row = files[-1].end_row if files else 0
+    layout.extend(replace(f, rows=0, first_row=end_row).recorded(False, revision) for f in unsized)
     new = SplitLayout(fingerprint, tuple(layout))
     return SyncPlan(
         layout=new, moves=tuple(_merged_moves(moves)), read=tuple(_merged_ranges(read)),

@@ -182,7 +182,6 @@ class LayoutFile:
     revision: str | None = None  # the commit it was read at (None: a local folder)
     schema: str | None = field(default=None, compare=False)  # its Arrow schema: the next sync needs no footer
 
-
     @property
     def end_row(self) -> int:
         return self.first_row + self.rows

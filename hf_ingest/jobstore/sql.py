@@ -16,25 +16,25 @@ from sqlalchemy.engine import Engine
 from hf_ingest.jobstore.model import (
     JOB_KIND,
     SCENE_KEY,
+    Expected,
     Job,
     JobStatus,
-    Expected,
     KnownFile,
     LayoutChanged,
     LayoutWrites,
     RowMove,
-    SplitLayout,
     Scene,
     SceneHash,
     SceneWrites,
     Shard,
     ShardStatus,
     SplitKey,
+    SplitLayout,
+    known_files_of,
     latest_per_key,
+    layout_of,
     predecessors,
     shard_changes,
-    known_files_of,
-    layout_of,
     utcnow,
 )
 from hf_ingest.jobstore.schema import create_schema
@@ -98,6 +98,7 @@ _SCENE_UPDATED = ("job_id", "object_key", "url", "sha256", "content_type", "widt
 # import without them (DERIVATIVES=false) finds the same content, dropped with content that changed.
 DERIVED = ("thumbnail_url", "preview_url", "placeholder", "phash")
 DUPLICATES_PER_STATEMENT = 50_000
+KEYS_PER_STATEMENT = 500  # keys in one `IN (...)`: well under SQLite's bound of variables per statement
 sa.Index("scenes_job_id_idx", scenes.c.job_id)
 
 # PostgreSQL gets a batch of scenes as one array per column, turned back into rows by `unnest`: one statement
@@ -508,8 +509,8 @@ class SqlJobStore:
     @staticmethod
     def _mark_removed(conn: sa.Connection, split: SplitKey, rows: Sequence[tuple[str, int]], removed: dict[str, Any]) -> int:
         count = 0
-        for start in range(0, len(rows), 500):
-            chunk = rows[start:start + 500]
+        for start in range(0, len(rows), KEYS_PER_STATEMENT):
+            chunk = rows[start:start + KEYS_PER_STATEMENT]
             count += conn.execute(scenes.update().where(
                 _in_split(split), scenes.c.removed_at.is_(None),
                 sa.tuple_(scenes.c.image_column, scenes.c.row_index).in_(chunk)).values(**removed)).rowcount
@@ -518,9 +519,10 @@ class SqlJobStore:
     def known_files(self, dataset: str, content_ids: Sequence[str]) -> dict[str, KnownFile]:
         found: dict[str, KnownFile] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(content_ids), 500):
+            for start in range(0, len(content_ids), KEYS_PER_STATEMENT):
+                chunk = content_ids[start:start + KEYS_PER_STATEMENT]
                 query = sa.select(split_files.c.content_id, split_files.c.rows, split_files.c.arrow_schema).where(
-                    split_files.c.dataset == dataset, split_files.c.content_id.in_(content_ids[start:start + 500]))
+                    split_files.c.dataset == dataset, split_files.c.content_id.in_(chunk))
                 found.update(known_files_of(conn.execute(query).mappings()))
         return found
 

@@ -17,25 +17,25 @@ from supabase import Client, ClientOptions, create_client
 
 from hf_ingest.jobstore.model import (
     JOB_KIND,
+    Expected,
     Job,
     JobStatus,
-    Expected,
     KnownFile,
     LayoutChanged,
     LayoutWrites,
     RowMove,
-    SplitLayout,
     Scene,
     SceneHash,
     SceneWrites,
     Shard,
     ShardStatus,
     SplitKey,
+    SplitLayout,
+    known_files_of,
     latest_per_key,
+    layout_of,
     predecessors,
     shard_changes,
-    known_files_of,
-    layout_of,
     utcnow,
 )
 from hf_ingest.transient import PermanentIngestError
@@ -242,7 +242,6 @@ class SupabaseJobStore:
             return query.execute()
 
         return int(_call(request).count or 0)
-
 
     def read_layout(self, split: SplitKey) -> SplitLayout | None:
         response = _call(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 from collections.abc import Iterator
 
 import httpx
@@ -195,9 +196,10 @@ def test_a_sync_records_its_layout_with_one_function_call_and_reads_it_back(
     with pytest.raises(LayoutChanged):
         store.record_layout(split, after, [], None, None, job, Expected(before))
 
-    rows = [{"name": f.name, "content_id": f.content_id, "rows": f.rows, "first_row": f.first_row, "done": f.done,
-             "revision": f.revision, "fingerprint": after.fingerprint, "arrow_schema": f.schema} for f in after.files]
-    read = api.get("/split_files").mock(return_value=httpx.Response(200, json=rows))
+    rows = [{"position": p, "name": f.name, "content_id": f.content_id, "rows": f.rows, "first_row": f.first_row,
+             "done": f.done, "revision": f.revision, "fingerprint": after.fingerprint, "arrow_schema": f.schema}
+            for p, f in enumerate(after.files)]
+    read = api.get("/split_files").mock(side_effect=_postgrest_pages(rows))
     assert store.read_layout(split) == after
     assert "image_column=eq.image" in str(read.calls.last.request.url)
     read.mock(return_value=httpx.Response(200, json=[{"content_id": "git:1", "rows": 10, "arrow_schema": "c2NoZW1h"}]))
@@ -209,3 +211,25 @@ def test_a_sync_records_its_layout_with_one_function_call_and_reads_it_back(
     assert store.remove_scenes(split, [("image", 3), ("image", 4)], "2" * 40) == 2
     assert json.loads(remove.calls.last.request.content)["p_rows"] == [
         {"image_column": "image", "row_index": 3}, {"image_column": "image", "row_index": 4}]
+
+
+def _postgrest_pages(rows: list[dict[str, Any]], max_rows: int = 1000) -> Any:
+    """`split_files` as PostgREST serves it: `position=gt.N`, `order=position`, at most `max_rows` a response."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        after = int(request.url.params["position"].removeprefix("gt."))
+        limit = min(int(request.url.params.get("limit", max_rows)), max_rows)
+        return httpx.Response(200, json=[r for r in rows if r["position"] > after][:limit])
+    return answer
+
+
+def test_a_layout_longer_than_postgrests_max_rows_is_read_whole(api: respx.MockRouter, store: SupabaseJobStore) -> None:
+    """An imagefolder's layout has a row per image: Supabase answers 1,000 rows a request (its default
+    `max-rows`; here a server capped at 700), so the layout comes in pages, none lost."""
+    from hf_ingest.jobstore import SplitKey
+
+    rows = [{"position": p, "name": f"train/{p:05d}.jpg", "content_id": f"row:{p}", "rows": 1, "first_row": p,
+             "done": True, "revision": None, "fingerprint": "f" * 32, "arrow_schema": None} for p in range(2500)]
+    read = api.get("/split_files").mock(side_effect=_postgrest_pages(rows, max_rows=700))
+    layout = store.read_layout(SplitKey("a/b", "default", "train", "image"))
+    assert layout is not None and [f.first_row for f in layout.files] == list(range(2500))
+    assert read.call_count == 5  # 700, 700, 700, 400, and the empty page that ends it

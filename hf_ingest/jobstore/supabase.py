@@ -53,6 +53,7 @@ SET_DUPLICATES_FUNCTION = "hf_ingest_set_duplicates"
 RECORD_LAYOUT_FUNCTION = "hf_ingest_record_layout"  # supabase/migrations/20261203000000_keep_datasets_current.sql
 REMOVE_SCENES_FUNCTION = "hf_ingest_remove_scenes"
 KNOWN_FILES_PER_CALL = 100
+LAYOUT_ROWS_PER_CALL = 1000  # Supabase's default `max-rows`: a layout longer than that is read in pages
 SCENE_HASHES_PER_CALL = 100_000  # one JSON value of ~10 MB per call
 DUPLICATES_PER_CALL = 10_000
 UPSERT_SCENES_PER_CALL = 2048  # a batch of small images holds up to BATCH_SIZE (8192) rows: a few MB of JSON a call
@@ -244,12 +245,20 @@ class SupabaseJobStore:
         return int(_call(request).count or 0)
 
     def read_layout(self, split: SplitKey) -> SplitLayout | None:
-        response = _call(
-            lambda: self.client.table("split_files").select("*").eq("dataset", split.dataset)
-            .eq("config", split.config).eq("split", split.split).eq("image_column", split.image_column)
-            .order("position").execute()
-        )
-        return layout_of(response.data or [])
+        """Page by page (by position): PostgREST answers at most its `max-rows` (Supabase: 1,000) rows a
+        request, and an imagefolder's layout has a row per image. Pages end at the first empty one, whatever
+        the server's cap."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            after = rows[-1]["position"] if rows else -1
+            page = _call(
+                lambda after=after: self.client.table("split_files").select("*").eq("dataset", split.dataset)
+                .eq("config", split.config).eq("split", split.split).eq("image_column", split.image_column)
+                .gt("position", after).order("position").limit(LAYOUT_ROWS_PER_CALL).execute()
+            ).data or []
+            if not page:
+                return layout_of(rows)
+            rows += page
 
     def record_layout(
         self,

@@ -81,10 +81,17 @@ def start_sync(job_id: uuid.UUID, stream: DatasetStream) -> SyncStart:
     if (stream.data_files is None and not stream.unsized_files) or stream.request.limit is not None:
         return SyncStart(None, store.record_layout(split, None, [], None, stream.revision, job_id))
     fingerprint = fingerprint_of(stream)
+    counted: dict[tuple[int, ...], list[int]] = {}  # tars counted once, if another import makes this plan again
+
+    def count_rows(tars: list[int]) -> list[int]:
+        if tuple(tars) not in counted:
+            counted[tuple(tars)] = stream.count_rows(tars)
+        return counted[tuple(tars)]
+
     for attempt in range(PLAN_ATTEMPTS):
         previous = store.read_layout(split)
         files, unsized = ((list(stream.data_files), []) if stream.data_files is not None
-                          else sized_files(stream.unsized_files, previous, fingerprint, stream.count_rows))
+                          else sized_files(stream.unsized_files, previous, fingerprint, count_rows))
         plan = plan_sync(files, previous, fingerprint, stream.revision, unsized)
         writes = LayoutWrites()
         if not plan.changes_layout:

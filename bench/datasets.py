@@ -22,7 +22,7 @@ from hf_ingest.hub_formats import write_parquet_file, write_parquet_dataset
 LAYOUT_VERSION = "one-file-v2"  # a dataset written with another layout is written again
 
 
-def _small(i: int) -> bytes:
+def small_image(i: int) -> bytes:
     """A 96x64 JPEG (~2 KB) that differs per index."""
     rng = random.Random(i)
     image = Image.new("RGB", (96, 64), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
@@ -77,7 +77,7 @@ def _write_once(folder: Path, write: Callable[[Path], None]) -> Path:
 def ensure(root: Path, name: str, count: int, files: int = 1, first: int = 0) -> Path:
     """`small-N` / `large-N`: N images in one parquet file (or `files` of them, as a large Hub dataset is);
     `first` shifts which images they are, so two datasets can share no image."""
-    make = _large if name.startswith("large") else _small
+    make = _large if name.startswith("large") else small_image
     return _write_once(root / name, lambda folder: write_parquet_dataset(
         folder, [{"image": make(first + i), "i": i} for i in range(count)], shards=files
     ))

@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from bench.datasets import _small
+from bench.datasets import small_image
 from bench.measure import SCRATCH, run_import
 from hf_ingest.hub_formats import write_parquet_file
 
@@ -32,7 +32,7 @@ FILES = 4
 
 
 def _write_file(path: Path, first: int, count: int) -> None:
-    write_parquet_file(path, [{"image": _small(first + i), "i": first + i} for i in range(count)])
+    write_parquet_file(path, [{"image": small_image(first + i), "i": first + i} for i in range(count)])
 
 
 def _name(index: int, of: int) -> str:

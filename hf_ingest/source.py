@@ -234,7 +234,7 @@ class DatasetStream:
         metadata. `rows` is a second reader of the split: this reads its rows, not one image."""
         listed: list[DataFile] = []
         row_index = self.first_row
-        for table in rows.chunks():
+        for table in self._chunks_resumed(rows):
             identities: dict[int, list[Any]] = {row_index + offset: [] for offset in range(table.num_rows)}
             names: dict[int, list[str]] = {index: [] for index in identities}
             for image in self._image_rows(table, row_index):

@@ -7,11 +7,16 @@ from hf_ingest.fast_exit import exit_after_cleanup  # first: its exit handler mu
 import argparse
 import asyncio
 import json
+import os
 import sys
 import uuid
 from collections.abc import Sequence
 
-from blocks.settings import get_settings
+# `run`'s temporary Prefect server sends usage telemetry unless told not to: offline, an ERROR line in the
+# user's terminal (the Makefile and the stack set this too; a value the user set is kept)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from blocks.settings import get_settings  # noqa: E402
 from hf_ingest import runtime
 from hf_ingest.jobstore import Job
 

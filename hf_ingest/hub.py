@@ -51,6 +51,8 @@ def describe_refusal(exc: BaseException, dataset: str, revision: str, token: str
     names = {cls.__name__ for cls in type(exc).__mro__}
     status = http_status(exc)
     where = f"dataset {dataset!r} at revision {revision!r}"
+    if "OfflineModeIsEnabled" in names:  # a setting of this process, not the Hub's answer: no retry changes it
+        return f"{where} cannot be read: HF_HUB_OFFLINE is set in the worker's environment (unset it, or set it to 0)"
     if "GatedRepoError" in names or status == 403:
         return (
             f"{where} is gated: accept its terms on the Hub with the account whose HF_TOKEN the worker uses"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,20 @@ def test_a_gated_repo_says_to_accept_its_terms(hub: HubServer, tmp_path: Path) -
     hub.publish(repo, write_parquet_dataset(tmp_path / "repo", _messy_rows()))
     job, state = _import(dataset=repo)
     assert state.is_failed() and "gated" in (job.error or "") and "accept its terms" in (job.error or "")
+
+
+def test_a_worker_told_to_stay_offline_fails_at_once_saying_which_setting(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HF_HUB_OFFLINE=1 in the worker's shell (huggingface_hub reads it at import) is a setting, not an outage:
+    no retries, and the job says what to unset."""
+    repo = _repo("offline")
+    hub.publish(repo, write_parquet_dataset(tmp_path / "repo", _messy_rows()))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    started = time.monotonic()
+    job, state = _import(dataset=repo)
+    assert state.is_failed() and "HF_HUB_OFFLINE is set" in (job.error or ""), job.error
+    assert time.monotonic() - started < 10  # the open-dataset task's retries take ~15 s
 
 
 def test_a_revision_is_pinned_recorded_and_a_newer_one_updates_what_changed(hub: HubServer, tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hf_ingest.jobstore.copy import copy_database
 
         for copied in copy_database(args.source, args.target):
-            print(f"{copied.table:<10} {copied.read:>10,} read, {copied.written:>10,} new in the target")
+            print(f"{copied.table:<11} {copied.read:>10,} read, {copied.written:>10,} new in the target")
         return 0
     if args.command == "setup-prefect":
         from deployments.prefect_setup import main as setup_prefect

@@ -51,8 +51,8 @@ def test_copy_db_moves_jobs_shards_and_scenes_into_postgresql_once(
 
     assert main(["copy-db", sqlite_url, target_url]) == 0
     printed = capsys.readouterr().out
-    assert "jobs                2 read,          2 new" in printed
-    assert "scenes              3 read,          2 new" in printed
+    assert "jobs                 2 read,          2 new" in printed
+    assert "scenes               3 read,          2 new" in printed
 
     assert _comparable(_rows(old, jobs)) == [r for r in _comparable(_rows(target, jobs)) if r["id"] != kept]
     assert _comparable(_rows(old, job_shards)) == _comparable(_rows(target, job_shards))
@@ -66,5 +66,31 @@ def test_copy_db_moves_jobs_shards_and_scenes_into_postgresql_once(
     assert target.get_job(done).status is JobStatus.COMPLETED and target.get_job(failed).error == "crashed: no heartbeat"
 
     assert main(["copy-db", sqlite_url, target_url]) == 0  # again: nothing new
-    assert "scenes              3 read,          0 new" in capsys.readouterr().out
+    assert "scenes               3 read,          0 new" in capsys.readouterr().out
     assert target.count_scenes() == 3
+
+
+def test_copy_db_brings_each_splits_file_list_whole_so_the_next_import_is_a_sync(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A split's file list goes over whole, or not at all where the target has its own for that split."""
+    from hf_ingest.jobstore import SplitKey
+    from hf_ingest.jobstore.model import LayoutFile, SplitLayout
+
+    old = SqlJobStore.from_url(f"sqlite:///{tmp_path / 'old.db'}")
+    mine, theirs = SplitKey("owner/name", "default", "train", "image"), SplitKey("owner/other", "default", "train", "image")
+    layout = SplitLayout("f" * 32, tuple(LayoutFile(f"data/{n}.parquet", f"git:{n}", 10, 10 * n, True, "1" * 40)
+                                         for n in range(3)))
+    job = uuid.uuid4()
+    old.create_job(job, {"dataset": "owner/name"})
+    old.record_layout(mine, layout, [], None, "1" * 40, job)
+    old.record_layout(theirs, layout, [], None, "1" * 40, job)
+
+    target_url = _fresh_database(postgres_url)
+    target = SqlJobStore.from_url(target_url)
+    own = SplitLayout("e" * 32, (LayoutFile("data/x.parquet", "git:x", 5, 0, True, "2" * 40),))
+    target.record_layout(theirs, own, [], None, "2" * 40, uuid.uuid4())
+
+    assert main(["copy-db", f"sqlite:///{tmp_path / 'old.db'}", target_url]) == 0
+    assert "split_files          6 read,          3 new" in capsys.readouterr().out
+    assert target.read_layout(mine) == layout and target.read_layout(theirs) == own

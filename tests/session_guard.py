@@ -11,7 +11,11 @@ and no server of its own left running however it ends.
 - `install_stop_handlers()`: SIGTERM stops the suite as Ctrl-C does (KeyboardInterrupt: pytest runs
   the fixtures' teardown, which stops the servers); a second SIGTERM or Ctrl-C during that teardown
   stops every descendant at once and exits.
-- `stop_descendants()` is the last step of every session: whatever a teardown left running is stopped.
+- `use_scratch_dir()`: every temporary folder of the session (servers' data, Prefect homes, the stacks'
+  PostgreSQL, pytest's tmp_path) is made in one folder per session, through TMPDIR, so its children's
+  go there too.
+- `finish()` is the last step of every session: whatever a teardown left running is stopped, and the
+  session that made the scratch folder removes it (an interrupted teardown left ~80 MB in /tmp a run).
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from types import FrameType
 
 import psutil
@@ -31,6 +38,7 @@ import psutil
 # asked, how Prefect behaves, or what the stack starts.
 FOREIGN_PREFIXES = ("HF_", "HUGGINGFACE_", "PREFECT_", "AWS_", "SUPABASE_", "S3_", "BENCH_")
 KEPT = frozenset({"HF_INGEST_FORBID_SKIPS", "HF_INGEST_TEST_SESSION", "HF_INGEST_STOP_PROBE_READY"})
+SCRATCH_ROOT = "/tmp"  # not the caller's TMPDIR: the embedded PostgreSQL's own user must reach its data
 EXTRA_NAMES = frozenset({
     "WORKER_LIMIT", "IMPORT_CONCURRENCY", "SHARD_CONCURRENCY", "DATABASE_WRITE_CONCURRENCY",
     "OBJECT_WRITE_CONCURRENCY", "TRIGGER_PORT", "DO_NOT_TRACK", "XDG_RUNTIME_DIR",
@@ -54,6 +62,39 @@ def clean_environment(environ: dict[str, str] | None = None) -> list[str]:
     for name in dropped:
         del environ[name]
     return dropped
+
+
+def scratch_dir(session: str) -> Path:
+    """The session's folder for everything temporary."""
+    return Path(SCRATCH_ROOT) / f"hf-ingest-test-{session}"
+
+
+_owned_scratch: str | None = None
+
+
+def use_scratch_dir(session: str) -> str:
+    """Make the session's scratch folder the temporary folder of this process and its children. Mode 0755:
+    the embedded PostgreSQL runs as its own system user, which must reach its data folder inside."""
+    path = str(scratch_dir(session))
+    if os.environ.get("PYTEST_XDIST_WORKER") and not os.path.isdir(path):
+        # an xdist worker started after its session ended and removed the folder (xdist replaces a worker
+        # that a stop signal ended, while its controller exits): it would only make the folder again
+        os._exit(0)
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    os.environ["TMPDIR"] = path
+    tempfile.tempdir = None  # read TMPDIR again
+    return path
+
+
+def own_scratch_dir() -> None:
+    """This process (the session's pytest, or its xdist controller) removes the scratch folder at `finish`."""
+    global _owned_scratch
+    _owned_scratch = os.environ["TMPDIR"]
+
+
+def remove_scratch_dir() -> None:
+    if _owned_scratch is not None:
+        shutil.rmtree(_owned_scratch, ignore_errors=True)
 
 
 def become_subreaper() -> bool:
@@ -107,6 +148,7 @@ def finish(exit_code: int) -> None:
     normal exit Prefect's clients drain their log and event queues towards servers that are gone, with
     timeouts: 15 s and more after a signal, for nothing.)"""
     stop_descendants()
+    remove_scratch_dir()
     if _stopping:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -137,6 +179,7 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
                     child.send_signal(signum)
         raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
     stop_descendants(grace=1.0)
+    remove_scratch_dir()
     os._exit(128 + signum)
 
 

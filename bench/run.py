@@ -176,16 +176,19 @@ def s3_rows(datasets: dict[str, Path], env: dict[str, str], settle: Callable[[],
 
 
 def derivative_rows(datasets: dict[str, Path], env: dict[str, str], settle: Callable[[], None]) -> dict[str, Any]:
-    """Derivatives on (the default) against DERIVATIVES=false, interleaved, the median of 2 each: the photos
-    (0.2-1.5 MB, where the reduced-scale decode pays for the encodes) and small images (96x64: their own
-    thumbnails, so only the placeholder and the pHash are made)."""
+    """Derivatives on (the default) against DERIVATIVES=false, interleaved in turns (off-on, on-off, ...: a
+    drift over the runs hits both alike), the median of 2 each: the photos (0.2-1.5 MB, where the
+    reduced-scale decode pays for the encodes) and small images (96x64: their own thumbnails, so only the
+    placeholder and the pHash are made). The small runs' files are kept until the bench ends (deleting
+    20,000 files slowed the next run by up to 2.5 s: `scratch_dir`); the photos' are not (gigabytes)."""
     rows: dict[str, Any] = {}
     off = {**env, "DERIVATIVES": "false"}
     for name, dataset in (("photos", datasets["mixed-2000"]), ("small", datasets["small-20000"])):
         runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
-        for _ in range(int(os.environ.get("BENCH_DERIVATIVES_REPEAT", 2))):
-            runs["off"].append(run_import("flow", dataset, off, settle, keep=False))
-            runs["on"].append(run_import("flow", dataset, env, settle, keep=False))
+        for turn in range(int(os.environ.get("BENCH_DERIVATIVES_REPEAT", 2))):
+            for mode in ("off", "on") if turn % 2 == 0 else ("on", "off"):
+                runs[mode].append(run_import("flow", dataset, off if mode == "off" else env, settle,
+                                             keep=name == "small"))
         rows[f"derivatives_{name}_on"], rows[f"derivatives_{name}_off"] = median_run(runs["on"]), median_run(runs["off"])
     return rows
 

@@ -3,6 +3,9 @@
 One decode in (`inspect_image` hands over the loaded image), out: a thumbnail and a preview (WebP,
 longest side THUMBNAIL_SIZE / PREVIEW_SIZE, never upscaled, EXIF orientation applied, sRGB 8-bit
 RGB or RGBA whatever the source), a ThumbHash placeholder and a 64-bit perceptual hash (pHash).
+`render` makes the renditions and a tiny copy per image; `summarize` makes the placeholders and the
+pHashes of a whole batch at once from the tiny copies (a few numpy calls per distinct size: a dataset
+of small images, where these are the whole cost, has one size).
 A JPEG is decoded at the reduced scale the preview needs (`draft_for_preview`: libjpeg's DCT
 scaling reads every coefficient, so it rejects what a full decode rejects; see
 tests/test_broken_images.py), which pays for most of the encodes.
@@ -12,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -23,7 +28,7 @@ from hf_ingest.storage import derived_key
 
 WEBP_QUALITY = 80
 WEBP_METHOD = 0  # libwebp's fastest: see docs/performance.md (method 4, Pillow's default, is ~4x slower)
-SUMMARY_SIDE = 32  # the placeholder and the pHash are made from a copy of the thumbnail about this small
+SUMMARY_SIDE = 32  # the placeholder and the pHash are made from a copy of the thumbnail about this small (`tiny`)
 PLACEHOLDER_SIDE = 8  # ThumbHash keeps at most 7 frequencies a side; from 8 px its encoder takes 10-20 us (16 px:
 # 30-50, 32 px: 100-220) and the decoded placeholder differs from one made from 100 px by ~2 of 255 per channel
 _SRGB = ImageCms.createProfile("sRGB")
@@ -50,6 +55,16 @@ class Rendition:
 
 
 @dataclass(frozen=True)
+class Rendered:
+    """What one decode yields: the renditions (None: the original serves as it, `serves_as_is`) and the tiny
+    copy its placeholder and pHash are made from (RGB or RGBA, 8-bit, longest side SUMMARY_SIDE to 2x)."""
+
+    thumbnail: Rendition | None
+    preview: Rendition | None
+    tiny: np.ndarray
+
+
+@dataclass(frozen=True)
 class Derivatives:
     """An image's derivatives; a rendition of None means the original serves as it (`serves_as_is`)."""
 
@@ -71,20 +86,35 @@ def draft_for_preview(image: Image.Image, sizes: DerivativeSizes) -> None:
     image.draft(image.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
 
 
-def derive(image: Image.Image, sizes: DerivativeSizes) -> Derivatives:
-    """The derivatives of a loaded image (its first frame)."""
+def render(image: Image.Image, sizes: DerivativeSizes) -> Rendered:
+    """The renditions of a loaded image (its first frame) and its tiny copy."""
     orientation = _orientation(image)
     as_is = serves_as_is(image, orientation, sizes)
     upright = ImageOps.exif_transpose(image) if orientation > 1 else image
     preview = _shrink(to_srgb(upright), sizes.preview)
     thumbnail = _shrink(preview, sizes.thumbnail)
-    tiny = _reduced(thumbnail, SUMMARY_SIDE)
-    summary = (placeholder(tiny), phash(np.asarray(tiny)))
+    tiny = np.asarray(_reduced(thumbnail, SUMMARY_SIDE))
     if as_is:
-        return Derivatives(None, None, *summary)
+        return Rendered(None, None, tiny)
     preview_rendition = _webp(preview)
     thumbnail_rendition = preview_rendition if thumbnail.size == preview.size else _webp(thumbnail)
-    return Derivatives(thumbnail_rendition, preview_rendition, *summary)
+    return Rendered(thumbnail_rendition, preview_rendition, tiny)
+
+
+def summarize(rendered: Sequence[Rendered]) -> list[Derivatives]:
+    """The derivatives of a batch: placeholders and pHashes made together for the tiny copies of one size.
+    Per image, that leaves the ThumbHash encoder (~8 us of Python); made one at a time, the dozen small
+    Pillow and numpy calls per image cost ~100 us, and twice that in threads on 2 cores (each call gives
+    the GIL up and waits for it back)."""
+    by_shape: defaultdict[tuple[int, ...], list[int]] = defaultdict(list)
+    for index, item in enumerate(rendered):
+        by_shape[item.tiny.shape].append(index)
+    summaries: list[tuple[str, str]] = [("", "")] * len(rendered)
+    for indexes in by_shape.values():
+        tinies = np.stack([rendered[i].tiny for i in indexes])
+        for i, made in zip(indexes, zip(placeholders(tinies), phashes(tinies), strict=True), strict=True):
+            summaries[i] = made
+    return [Derivatives(item.thumbnail, item.preview, *summary) for item, summary in zip(rendered, summaries, strict=True)]
 
 
 def serves_as_is(image: Image.Image, orientation: int, sizes: DerivativeSizes) -> bool:
@@ -165,12 +195,28 @@ def _webp(image: Image.Image) -> Rendition:
     return Rendition(image.width, image.height, buffer.getvalue())
 
 
-def placeholder(tiny: Image.Image) -> str:
-    """The ThumbHash (base64, ~25 bytes) an app decodes into a blurred picture before any download, made
-    from about PLACEHOLDER_SIDE pixels a side (Pillow's box `reduce`: ~20 us in all, half what the same
-    block means cost in numpy on arrays this small)."""
-    small = _reduced(tiny, PLACEHOLDER_SIDE).convert("RGBA")
-    return base64.b64encode(thumbhash.rgba_to_thumb_hash(small.width, small.height, small.tobytes())).decode()
+def placeholders(tinies: np.ndarray) -> list[str]:
+    """The ThumbHash (base64, ~25 bytes) an app decodes into a blurred picture before any download, of each
+    of `tinies` (n, height, width, RGB or RGBA), made from about PLACEHOLDER_SIDE pixels a side, box-averaged
+    as Pillow's `reduce` does (edge blocks over the pixels they have)."""
+    height, width, channels = tinies.shape[1:]
+    factor = max(1, max(height, width) // PLACEHOLDER_SIDE)
+    small = _box_reduced(tinies, factor)
+    if channels == 3:
+        small = np.concatenate([small, np.full((*small.shape[:3], 1), 255, np.uint8)], axis=3)
+    return [base64.b64encode(thumbhash.rgba_to_thumb_hash(small.shape[2], small.shape[1], pixels.tobytes())).decode()
+            for pixels in small]
+
+
+def _box_reduced(images: np.ndarray, factor: int) -> np.ndarray:
+    """(n, h, w, c) 8-bit images, each block of factor x factor pixels averaged (rounded) into one."""
+    if factor == 1:
+        return images
+    height, width = images.shape[1:3]
+    rows, columns = np.arange(0, height, factor), np.arange(0, width, factor)
+    sums = np.add.reduceat(np.add.reduceat(images, rows, axis=1, dtype=np.uint32), columns, axis=2, dtype=np.uint32)
+    counts = np.outer(np.diff(rows, append=height), np.diff(columns, append=width))[None, :, :, None]
+    return ((sums + counts // 2) // counts).astype(np.uint8)
 
 
 @lru_cache(maxsize=128)
@@ -178,21 +224,22 @@ def _dct_rows(n: int) -> np.ndarray:
     """The 8 lowest DCT-II basis rows over n samples."""
     k = np.arange(8)[:, None]
     x = np.arange(n)[None, :]
-    return np.cos(np.pi * k * (2 * x + 1) / (2 * n))
+    return np.cos(np.pi * k * (2 * x + 1) / (2 * n)).astype(np.float32)
 
 
-_GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2 luma, as Pillow's convert("L")
+_GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601-2 luma, as Pillow's convert("L")
 
 
-def phash(pixels: np.ndarray) -> str:
-    """The 64-bit pHash: the 8x8 lowest DCT-II frequencies of the grey picture, a bit set for each above
-    their median; 16 hex digits. As `imagehash.phash`, but the frequencies are taken over the box-filtered
-    copy's own grid instead of a 32x32 Lanczos resize (the low frequencies are the same picture's; no
-    resize to pay): copies of one picture stay a few bits apart, different pictures ~20 or more."""
-    grey = pixels[..., :3] @ _GREY
-    for axis in (0, 1):  # a side under 8 pixels: repeated, so that 8 frequencies exist
+def phashes(tinies: np.ndarray) -> list[str]:
+    """The 64-bit pHash of each of `tinies` (n, height, width, RGB or RGBA): the 8x8 lowest DCT-II
+    frequencies of the grey picture, a bit set for each above their median; 16 hex digits. As
+    `imagehash.phash`, but the frequencies are taken over the box-filtered copy's own grid instead of a
+    32x32 Lanczos resize (the low frequencies are the same picture's; no resize to pay): copies of one
+    picture stay a few bits apart, different pictures ~20 or more."""
+    grey = tinies[..., :3].astype(np.float32) @ _GREY
+    for axis in (1, 2):  # a side under 8 pixels: repeated, so that 8 frequencies exist
         if grey.shape[axis] < 8:
             grey = np.repeat(grey, -(-8 // grey.shape[axis]), axis=axis)
-    low = (_dct_rows(grey.shape[0]) @ grey @ _dct_rows(grey.shape[1]).T).ravel()
-    median = np.partition(low, 31)[31:33].mean()
-    return f"{int(np.packbits(low > median).view('>u8')[0]):016x}"
+    low = (_dct_rows(grey.shape[1]) @ grey @ _dct_rows(grey.shape[2]).T).reshape(len(grey), 64)
+    middle = np.partition(low, (31, 32), axis=1)[:, 31:33].mean(axis=1, keepdims=True)
+    return [f"{value:016x}" for value in np.packbits(low > middle, axis=1).view(">u8").ravel().tolist()]

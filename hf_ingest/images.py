@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from PIL import Image, UnidentifiedImageError, features
 
-from hf_ingest.derivatives import DerivativeSizes, Derivatives, derive, draft_for_preview
+from hf_ingest.derivatives import DerivativeSizes, Rendered, draft_for_preview, render
 
 # Our own guard (max_pixels) replaces Pillow's global one, so a configured limit is the only limit.
 Image.MAX_IMAGE_PIXELS = None
@@ -67,13 +67,13 @@ class ImageInfo:
     format: str
     content_type: str
     extension: str
-    derivatives: Derivatives | None = None
+    rendered: Rendered | None = None  # its derivatives but for the batch's summary pass (`summarize`)
 
 
 def inspect_image(data: bytes, max_pixels: int, sizes: DerivativeSizes | None = None) -> ImageInfo:
     """Decode `data` and describe it, or raise `InvalidImage` saying why it is unusable. With `sizes`,
     also make its derivatives from the same decode (a JPEG then decodes at the preview's scale)."""
-    derivatives: Derivatives | None = None
+    rendered: Rendered | None = None
     if not data:
         raise InvalidImage(InvalidReason.EMPTY, "zero bytes")
     try:
@@ -93,7 +93,7 @@ def inspect_image(data: bytes, max_pixels: int, sizes: DerivativeSizes | None = 
                 image.load()
                 fmt = image.format or "UNKNOWN"
                 if sizes is not None:
-                    derivatives = _derived(image, sizes)
+                    rendered = _rendered(image, sizes)
     except InvalidImage:
         raise
     except UnidentifiedImageError:
@@ -110,15 +110,15 @@ def inspect_image(data: bytes, max_pixels: int, sizes: DerivativeSizes | None = 
         format=fmt,
         content_type=_CONTENT_TYPES.get(fmt) or Image.MIME.get(fmt, "application/octet-stream"),
         extension=_EXTENSIONS.get(fmt, fmt.lower()),
-        derivatives=derivatives,
+        rendered=rendered,
     )
 
 
-def _derived(image: Image.Image, sizes: DerivativeSizes) -> Derivatives | None:
+def _rendered(image: Image.Image, sizes: DerivativeSizes) -> Rendered | None:
     """The derivatives, or None (the scene is stored without them; the next import fills them in)
     if an image that decoded cannot be converted: the image itself is fine, so it is not skipped."""
     try:
-        return derive(image, sizes)
+        return render(image, sizes)
     except Exception as exc:  # noqa: BLE001 - a derivative never costs a valid image its scene
         logging.getLogger("hf_ingest.derivatives").warning("no derivatives for a %s %s image: %s: %s", image.format, image.mode,
                                      type(exc).__name__, exc)

@@ -6,17 +6,24 @@ The Prefect flow wraps `ingest_batch` in a task; tests and the benchmark's raw b
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hf_ingest.backoff import call_through_outage
 from hf_ingest.dataset_files import DatasetFiles
-from hf_ingest.derivatives import DerivativeSizes, Rendition
+from hf_ingest.derivatives import (
+    Derivatives,
+    DerivativeSizes,
+    Rendered,
+    Rendition,
+    summarize,
+)
 from hf_ingest.images import ImageInfo, InvalidImage, InvalidReason, inspect_image
 from hf_ingest.jobstore.base import JobStore
 from hf_ingest.jobstore.model import Scene, SplitKey
@@ -34,6 +41,7 @@ class ValidImage:
     sha256: str
     key: str
     data: bytes
+    derivatives: Derivatives | None = None
 
 
 @dataclass
@@ -107,7 +115,31 @@ def validate_rows(rows: Sequence[ImageRow], reader: ImageReader) -> ValidatedBat
             continue
         digest = hashlib.sha256(data).hexdigest()
         valid.append(ValidImage(row, info, digest, object_key(digest, info.extension), data))
-    return ValidatedBatch(rows=len(rows), valid=valid, invalid=invalid, invalid_rows=invalid_rows)
+    return ValidatedBatch(rows=len(rows), valid=_with_derivatives(valid), invalid=invalid, invalid_rows=invalid_rows)
+
+
+def _with_derivatives(valid: list[ValidImage]) -> list[ValidImage]:
+    """The batch's images with their derivatives, summarized together (`summarize`); should that fail, one
+    at a time, an image whose summary fails keeping its scene without derivatives (as `inspect_image` does)."""
+    rendered = [(index, image.info.rendered) for index, image in enumerate(valid) if image.info.rendered is not None]
+    if not rendered:
+        return valid
+    try:
+        made = summarize([item for _, item in rendered])
+    except Exception:  # noqa: BLE001 - a derivative never costs a valid image its scene
+        made = [_summarized_alone(item) for _, item in rendered]
+    result = list(valid)
+    for (index, _), derivatives in zip(rendered, made, strict=True):
+        result[index] = replace(valid[index], derivatives=derivatives)
+    return result
+
+
+def _summarized_alone(rendered: Rendered) -> Derivatives | None:
+    try:
+        return summarize([rendered])[0]
+    except Exception as exc:  # noqa: BLE001 - as above
+        logging.getLogger("hf_ingest.derivatives").warning("no placeholder or pHash: %s: %s", type(exc).__name__, exc)
+        return None
 
 
 def _read_all(rows: Sequence[ImageRow], reader: ImageReader) -> list[bytes | InvalidImage]:
@@ -154,7 +186,7 @@ def store_validated(
         unique.setdefault(image.key, PutRequest(image.key, image.data, image.info.content_type))
     derived: dict[str, PutRequest] = {}
     for image in batch.valid:
-        if (made := image.info.derivatives) is not None:
+        if (made := image.derivatives) is not None:
             for rendition in (made.thumbnail, made.preview):
                 if rendition is None:  # the original serves as it is
                     continue
@@ -201,7 +233,7 @@ def store_validated(
 
 
 def _derived_columns(image: ValidImage, url: Callable[[str], str]) -> dict[str, Any]:
-    made = image.info.derivatives
+    made = image.derivatives
     if made is None:
         return {}
     def served(rendition: Rendition | None) -> str:

@@ -12,7 +12,7 @@ import pytest
 import thumbhash
 from PIL import Image, ImageCms
 
-from hf_ingest.derivatives import DerivativeSizes, Derivatives, Rendition
+from hf_ingest.derivatives import DerivativeSizes, Derivatives, Rendition, summarize
 from hf_ingest.images import inspect_image
 from tests import photos
 
@@ -21,9 +21,9 @@ MAX_PIXELS = 10**9
 
 
 def derived(data: bytes) -> Derivatives:
-    made = inspect_image(data, MAX_PIXELS, SIZES).derivatives
-    assert made is not None
-    return made
+    rendered = inspect_image(data, MAX_PIXELS, SIZES).rendered
+    assert rendered is not None
+    return summarize([rendered])[0]
 
 
 def opened(rendition: Rendition | None) -> Image.Image:
@@ -70,8 +70,8 @@ def test_a_phone_photo_is_turned_upright_and_decoded_at_the_preview_scale() -> N
     data = photos.phone_jpeg()
     info = inspect_image(data, MAX_PIXELS, SIZES)
     assert (info.width, info.height) == (4032, 3024)  # the stored image's own size, as today
-    made = info.derivatives
-    assert made is not None
+    assert info.rendered is not None
+    made = summarize([info.rendered])[0]
     thumbnail, preview = check_sizes(made, (3024, 4032))  # upright: portrait
     assert preview.size == (768, 1024) and thumbnail.size == (192, 256)
     # upright means the cat's picture turned clockwise: compare with the original turned by Pillow
@@ -148,8 +148,37 @@ def test_the_phash_is_the_standard_one_within_a_few_bits() -> None:
     assert max(distances) <= 12 and sum(distances) / len(distances) <= 5, distances
 
 
+def test_a_batch_is_summarized_as_each_image_alone() -> None:
+    """Placeholders and pHashes are made per batch, same-size tiny copies together: the result is each
+    image's own, in the batch's order, whatever sizes and modes the batch mixes."""
+    crops = [photos.photo("astronaut.png").crop((i * 7, i * 5, 96 + i * 7, 64 + i * 5)) for i in range(4)]
+    batch = [photos.encode(crop, "JPEG") for crop in crops] + [
+        photos.palette_png_with_transparency(), photos.large_jpeg(), photos.encode(crops[0].convert("L"), "PNG"),
+        photos.encode(crops[1].resize((28, 28)), "PNG"), photos.encode(crops[2].resize((3, 40)), "PNG"),
+    ]
+    rendered = [inspect_image(data, MAX_PIXELS, SIZES).rendered for data in batch]
+    assert all(item is not None for item in rendered)
+    together = summarize(rendered)  # type: ignore[arg-type]
+    alone = [summarize([item])[0] for item in rendered]  # type: ignore[list-item]
+    assert [(d.placeholder, d.phash) for d in together] == [(d.placeholder, d.phash) for d in alone]
+    assert len({d.phash for d in together[:4]}) == 4  # four different crops, four hashes
+
+
+def test_the_placeholder_averages_blocks_as_pillow_reduce_does() -> None:
+    """The batch's box filter, edge blocks included, is Pillow's `reduce` (what the placeholder was made
+    with one image at a time), within rounding."""
+    from hf_ingest.derivatives import _box_reduced
+
+    for size, factor in (((96, 64), 4), ((33, 21), 4), ((57, 57), 7), ((10, 3), 2)):
+        image = photos.photo("coffee.png").convert("RGB").resize(size)
+        mine = _box_reduced(np.asarray(image)[None], factor)[0]
+        pillows = np.asarray(image.reduce(factor))
+        assert mine.shape == pillows.shape
+        assert np.abs(mine.astype(int) - pillows.astype(int)).max() <= 1
+
+
 def test_derivatives_off_costs_nothing_and_makes_nothing() -> None:
-    assert inspect_image(photos.large_jpeg(), MAX_PIXELS, None).derivatives is None
+    assert inspect_image(photos.large_jpeg(), MAX_PIXELS, None).rendered is None
 
 
 def test_the_summary_says_what_was_made_and_shows_public_thumbnails() -> None:

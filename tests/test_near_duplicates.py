@@ -15,7 +15,7 @@ import respx
 import sqlalchemy as sa
 
 from blocks.settings import Settings
-from hf_ingest.derivatives import DerivativeSizes
+from hf_ingest.derivatives import DerivativeSizes, summarize
 from hf_ingest.images import inspect_image
 from hf_ingest.jobstore import SceneHash, SplitKey
 from hf_ingest.jobstore.sql import SqlJobStore, make_engine
@@ -75,9 +75,9 @@ def test_copies_of_real_photos_are_within_the_default_distance_and_different_pho
     sizes = DerivativeSizes()
 
     def phash(data: bytes) -> int:
-        made = inspect_image(data, 10**9, sizes).derivatives
-        assert made is not None
-        return int(made.phash, 16)
+        rendered = inspect_image(data, 10**9, sizes).rendered
+        assert rendered is not None
+        return int(summarize([rendered])[0].phash, 16)
 
     originals = {}
     for name in photos.PHOTOS:

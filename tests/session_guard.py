@@ -14,12 +14,14 @@ and no server of its own left running however it ends.
 - `use_scratch_dir()`: every temporary folder of the session (servers' data, Prefect homes, the stacks'
   PostgreSQL, pytest's tmp_path) is made in one folder per session, through TMPDIR, so its children's
   go there too.
-- `finish()` is the last step of every session: whatever a teardown left running is stopped, and the
-  session that made the scratch folder removes it (an interrupted teardown left ~80 MB in /tmp a run).
+- `finish()` is the last step of every session: whatever a teardown left running is stopped; the
+  session that made the scratch folder removes it as it exits (an interrupted teardown left ~80 MB in
+  /tmp a run).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -87,9 +89,12 @@ def use_scratch_dir(session: str) -> str:
 
 
 def own_scratch_dir() -> None:
-    """This process (the session's pytest, or its xdist controller) removes the scratch folder at `finish`."""
+    """This process (the session's pytest, or its xdist controller) removes the scratch folder as it exits:
+    last of its exit handlers (registered first; Prefect's test harness removes its own folder in one), or
+    in `finish` after a stop signal, which exits without them."""
     global _owned_scratch
     _owned_scratch = os.environ["TMPDIR"]
+    atexit.register(remove_scratch_dir)
 
 
 def remove_scratch_dir() -> None:
@@ -148,8 +153,8 @@ def finish(exit_code: int) -> None:
     normal exit Prefect's clients drain their log and event queues towards servers that are gone, with
     timeouts: 15 s and more after a signal, for nothing.)"""
     stop_descendants()
-    remove_scratch_dir()
     if _stopping:
+        remove_scratch_dir()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(exit_code)

@@ -209,13 +209,19 @@ def placeholders(tinies: np.ndarray) -> list[str]:
 
 
 def _box_reduced(images: np.ndarray, factor: int) -> np.ndarray:
-    """(n, h, w, c) 8-bit images, each block of factor x factor pixels averaged (rounded) into one."""
+    """(n, h, w, c) 8-bit images, each block of factor x factor pixels averaged (rounded) into one; the blocks
+    at the right and bottom edges over the pixels they have. Sums over a zero-padded copy's reshaped
+    blocks: numpy's `reduceat` took 10-40x longer."""
     if factor == 1:
         return images
-    height, width = images.shape[1:3]
-    rows, columns = np.arange(0, height, factor), np.arange(0, width, factor)
-    sums = np.add.reduceat(np.add.reduceat(images, rows, axis=1, dtype=np.uint32), columns, axis=2, dtype=np.uint32)
-    counts = np.outer(np.diff(rows, append=height), np.diff(columns, append=width))[None, :, :, None]
+    count, height, width, channels = images.shape
+    rows, columns = -(-height // factor), -(-width // factor)
+    padded = np.zeros((count, rows * factor, columns * factor, channels), np.uint16)
+    padded[:, :height, :width] = images
+    sums = padded.reshape(count, rows, factor, columns * factor, channels).sum(axis=2, dtype=np.uint32)
+    sums = sums.reshape(count, rows, columns, factor, channels).sum(axis=3, dtype=np.uint32)
+    counts = np.outer(np.minimum(factor, height - np.arange(rows) * factor),
+                      np.minimum(factor, width - np.arange(columns) * factor))[None, :, :, None]
     return ((sums + counts // 2) // counts).astype(np.uint8)
 
 

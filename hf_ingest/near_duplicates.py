@@ -10,7 +10,7 @@ table's key with probability C(64-d, k)/C(64, k), so a pair is found in at least
 probability, for the defaults: d <= 6: > 99.9 %, d = 8: 99.9 %, d = 10: 97 %, d = 12: 88 %; unrelated
 photos (~32 bits apart) share a key once in ~2^18 pairs per table, and every candidate is checked
 on its full hash before it links. The work is numpy over arrays: sorting each table's keys and
-comparing neighbours, ~0.1 s per table for 1,000,000 scenes (bench: `bench/near_duplicates.py`).
+comparing neighbours, ~0.06 s per table for 1,000,000 scenes (bench: `bench/near_duplicates.py`).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _table_pairs(h: np.ndarray, bits: np.ndarray, max_distance: int) -> tuple[np
     key = np.zeros(len(h), dtype=np.uint64)
     for position, bit in enumerate(bits):
         key |= ((h >> np.uint64(bit)) & np.uint64(1)) << np.uint64(position)
-    order = np.argsort(key.astype(np.uint32))  # 18-bit keys; any order within a key will do
+    order = _key_order(key)
     sorted_keys = key[order]
     found_a, found_b = [], []
     for offset in range(1, NEIGHBOURS + 1):
@@ -85,6 +85,14 @@ def _table_pairs(h: np.ndarray, bits: np.ndarray, max_distance: int) -> tuple[np
     if not found_a:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return np.concatenate(found_a), np.concatenate(found_b)
+
+
+def _key_order(key: np.ndarray) -> np.ndarray:
+    """The indexes that sort `key` (KEY_BITS <= 24 bits): two stable sorts, by its low 16 bits then its high
+    bits, that numpy does as radix sorts in linear time (one comparison sort of the keys took 5x longer:
+    1.5 of the 3 s of grouping 200,000 scenes). Any order within a key will do."""
+    order = np.argsort((key & np.uint64(0xFFFF)).astype(np.uint16), kind="stable")
+    return order[np.argsort((key[order] >> np.uint64(16)).astype(np.uint8), kind="stable")]
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

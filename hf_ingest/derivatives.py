@@ -57,7 +57,7 @@ class Rendition:
 @dataclass(frozen=True)
 class Rendered:
     """What one decode yields: the renditions (None: the original serves as it, `serves_as_is`) and the tiny
-    copy its placeholder and pHash are made from (RGB or RGBA, 8-bit, longest side SUMMARY_SIDE to 2x)."""
+    copy its placeholder and pHash are made from (RGB or RGBA, 8-bit, longest side under 2x SUMMARY_SIDE)."""
 
     thumbnail: Rendition | None
     preview: Rendition | None
@@ -103,7 +103,7 @@ def render(image: Image.Image, sizes: DerivativeSizes) -> Rendered:
 
 def summarize(rendered: Sequence[Rendered]) -> list[Derivatives]:
     """The derivatives of a batch: placeholders and pHashes made together for the tiny copies of one size.
-    Per image, that leaves the ThumbHash encoder (~8 us of Python); made one at a time, the dozen small
+    Per image, that leaves the ThumbHash encoder (~8 us); made one at a time, the dozen small
     Pillow and numpy calls per image cost ~100 us, and twice that in threads on 2 cores (each call gives
     the GIL up and waits for it back)."""
     by_shape: defaultdict[tuple[int, ...], list[int]] = defaultdict(list)

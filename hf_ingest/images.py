@@ -115,7 +115,7 @@ def inspect_image(data: bytes, max_pixels: int, sizes: DerivativeSizes | None = 
 
 
 def _rendered(image: Image.Image, sizes: DerivativeSizes) -> Rendered | None:
-    """The derivatives, or None (the scene is stored without them; the next import fills them in)
+    """The renditions, or None (the scene is stored without derivatives; the next import fills them in)
     if an image that decoded cannot be converted: the image itself is fine, so it is not skipped."""
     try:
         return render(image, sizes)

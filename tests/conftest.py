@@ -123,6 +123,16 @@ def pytest_configure(config: pytest.Config) -> None:
     session_guard.install_stop_handlers(forward_to_children=is_xdist_controller)
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`--dist loadgroup` (pyproject's default) schedules by tests/worker_groups.py: xdist's own grouping no
+    longer works under pytest 9.2."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.worker_groups import GroupScheduling
+
+    return GroupScheduling(config, log)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     """However the session ended (passed, failed, interrupted), no process it started is left running."""

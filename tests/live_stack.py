@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from hf_ingest.hub_formats import encode_image, write_parquet_dataset
 from hf_ingest.jobstore.sql import SqlJobStore
 from hf_ingest.sample import write_sample_dataset
+from tests import worker_groups
 from tests.fault_proxy import free_port
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,7 @@ def _stack_command(env: dict[str, str], action: str) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="session")
 def live_stack() -> Iterator[LiveStack]:
+    worker_groups.claim("live-stack")
     state = Path(tempfile.mkdtemp(prefix="hf-ingest-e2e-"))
     datasets = state / "datasets"
     write_sample_dataset(datasets / "sample")

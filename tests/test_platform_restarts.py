@@ -25,8 +25,7 @@ from tests.test_trigger_e2e import _flow_run_id_from
 
 ROWS = 8000  # per import: ~10 s in 64-row batches (the session stack's BATCH_SIZE), two at once
 
-# One worker of `make test` (pytest-xdist) runs the modules of the session's live stack, one stack for them all.
-pytestmark = pytest.mark.xdist_group("live-stack")
+# tests/worker_groups.py runs this module whole on one worker of `make test`, in the "live-stack" group.
 
 
 def _dataset(stack: LiveStack, name: str, rows: int, files: int) -> str:

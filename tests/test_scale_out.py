@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from hf_ingest.hub_formats import encode_image, write_parquet_dataset, write_parquet_file
 from hf_ingest.jobstore.sql import SqlJobStore
+from tests import worker_groups
 from tests.fault_proxy import free_port
 from tests.hub_server import HubServer
 from tests.image_cases import corrupt_first_data_page
@@ -42,8 +43,7 @@ FILES, ROWS_PER_FILE = 8, 300
 SHARD_CONCURRENCY = 4
 SHARDS = 1 + SHARD_CONCURRENCY  # the parent's own shard and one child run per slot of the shards queue
 
-# One worker of `make test` (pytest-xdist) runs this module whole, with its stack and its second worker.
-pytestmark = pytest.mark.xdist_group("scale-out")
+# tests/worker_groups.py runs this module whole on one worker of `make test`, in the "scale-out" group.
 
 
 @dataclass
@@ -83,6 +83,7 @@ class TwoWorkers:
 
 @pytest.fixture(scope="module")
 def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer) -> Iterator[TwoWorkers]:
+    worker_groups.claim("scale-out")
     state = Path(tempfile.mkdtemp(prefix="hf-ingest-scale-"))
     bucket = f"scale-{uuid.uuid4().hex[:8]}"
     seaweed.create_bucket(bucket)

@@ -34,8 +34,7 @@ HUB_TESTS = [
     "tests/test_dataset_files.py::test_hub_paths_resolve_inside_the_repo_at_the_commit_only",
 ]
 
-# One worker of `make test` (pytest-xdist) runs this module's sub-suites, one after the other.
-pytestmark = pytest.mark.xdist_group("sub-suites")
+# tests/worker_groups.py runs this module whole on one worker of `make test`, in the "sub-suites" group.
 
 
 def test_the_callers_variables_are_dropped_and_named_settings_with_them() -> None:

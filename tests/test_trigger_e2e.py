@@ -27,8 +27,7 @@ from tests.live_stack import CHECKOUT, SECRET, LiveStack, _stack_command
 
 VALID_SAMPLE_IMAGES = sum(1 for r in sample_rows() if r["scene"] != "broken")
 
-# One worker of `make test` (pytest-xdist) runs the modules of the session's live stack, one stack for them all.
-pytestmark = pytest.mark.xdist_group("live-stack")
+# tests/worker_groups.py runs this module whole on one worker of `make test`, in the "live-stack" group.
 
 @pytest.fixture(autouse=True)
 def _stack_env(live_stack: LiveStack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,7 +51,7 @@ def _sub_suite(tmp_path: Path, *targets: str) -> tuple[subprocess.Popen[str], Pa
     ours = {name: value for name, value in os.environ.items() if not name.startswith("PYTEST_XDIST_")}
     env = {**ours, **HOSTILE, "HF_INGEST_TEST_SESSION": session,
            "HF_INGEST_STOP_PROBE_READY": str(ready), "TMPDIR": "/nonexistent/tmp"}
-    process = subprocess.Popen(  # as `make test` runs it: pyproject's options (two xdist workers)
+    process = subprocess.Popen(  # as `make test` runs it: pyproject's options (its xdist workers)
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-rA", *targets],
         cwd=CHECKOUT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )

@@ -6,7 +6,7 @@ RGB or RGBA whatever the source), a ThumbHash placeholder and a 64-bit perceptua
 `render` makes the renditions and a tiny copy per image; `summarize` makes the placeholders and the
 pHashes of a whole batch at once from the tiny copies (a few numpy calls per distinct size: a dataset
 of small images, where these are the whole cost, has one size).
-A JPEG is decoded at the reduced scale the preview needs (`draft_for_preview`: libjpeg's DCT
+A JPEG is decoded at the reduced scale its derivatives need (`draft_for_derivatives`: libjpeg's DCT
 scaling reads every coefficient, so it rejects what a full decode rejects; see
 tests/test_broken_images.py), which pays for most of the encodes.
 """
@@ -74,15 +74,21 @@ class Derivatives:
     phash: str  # 64 bits, 16 hex digits
 
 
-def draft_for_preview(image: Image.Image, sizes: DerivativeSizes) -> None:
-    """Let a JPEG decode at the smallest DCT scale (1/2, 1/4, 1/8) whose longest side still reaches the preview."""
+def draft_for_derivatives(image: Image.Image, sizes: DerivativeSizes) -> None:
+    """Let a JPEG decode at the smallest DCT scale (1/2, 1/4, 1/8) whose longest side still reaches what its
+    derivatives need: the preview, or, for an image that serves as its own thumbnail and preview
+    (`serves_as_is`), only its tiny copy (a 96x64 JPEG then decodes at 48x32 and needs no reduction)."""
     if image.format not in ("JPEG", "MPO"):
         return
     width, height = image.size
     longest = max(width, height)
-    if longest <= sizes.preview:
+    if longest > sizes.preview:
+        target = sizes.preview
+    elif serves_as_is(image, _orientation(image), sizes):
+        target = SUMMARY_SIDE
+    else:
         return
-    scale = sizes.preview / longest
+    scale = target / longest
     image.draft(image.mode, (max(1, int(width * scale)), max(1, int(height * scale))))
 
 
@@ -93,7 +99,7 @@ def render(image: Image.Image, sizes: DerivativeSizes) -> Rendered:
     upright = ImageOps.exif_transpose(image) if orientation > 1 else image
     preview = _shrink(to_srgb(upright), sizes.preview)
     thumbnail = _shrink(preview, sizes.thumbnail)
-    tiny = np.asarray(_reduced(thumbnail, SUMMARY_SIDE))
+    tiny = _pixels(_reduced(thumbnail, SUMMARY_SIDE))
     if as_is:
         return Rendered(None, None, tiny)
     preview_rendition = _webp(preview)
@@ -187,6 +193,12 @@ def _reduced(image: Image.Image, side: int) -> Image.Image:
     Pillow's `reduce`, is a fraction of the cost of a resize to an exact size)."""
     factor = max(image.size) // side
     return image.reduce(factor) if factor > 1 else image
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    """An RGB or RGBA image's pixels as (height, width, channels): from its bytes, which costs half of
+    `np.asarray` on a small image (that goes through Pillow's array interface)."""
+    return np.frombuffer(image.tobytes(), np.uint8).reshape(image.height, image.width, len(image.mode))
 
 
 def _webp(image: Image.Image) -> Rendition:

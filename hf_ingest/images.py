@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from PIL import Image, UnidentifiedImageError, features
 
-from hf_ingest.derivatives import DerivativeSizes, Rendered, draft_for_preview, render
+from hf_ingest.derivatives import DerivativeSizes, Rendered, draft_for_derivatives, render
 
 # Our own guard (max_pixels) replaces Pillow's global one, so a configured limit is the only limit.
 Image.MAX_IMAGE_PIXELS = None
@@ -89,7 +89,7 @@ def inspect_image(data: bytes, max_pixels: int, sizes: DerivativeSizes | None = 
                         f"{width}x{height} = {width * height} pixels exceeds MAX_IMAGE_PIXELS={max_pixels}",
                     )
                 if sizes is not None:
-                    draft_for_preview(image, sizes)
+                    draft_for_derivatives(image, sizes)
                 image.load()
                 fmt = image.format or "UNKNOWN"
                 if sizes is not None:

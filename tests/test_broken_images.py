@@ -1,6 +1,6 @@
 """Validation stays as strict with derivatives on: a corpus of broken images (truncated at many points,
-bytes flipped in headers and in the coded data; baseline and progressive JPEG decoded at reduced scale,
-every allowed format) — each one the full decode rejects is rejected with derivatives on, for the same
+bytes flipped in headers and in the coded data; baseline and progressive JPEG decoded at reduced scale, for the
+preview of a photo and for the tiny copy of an image that serves as its own thumbnail; every allowed format) — each one the full decode rejects is rejected with derivatives on, for the same
 reason."""
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ def originals() -> dict[str, bytes]:
         "jpeg-large-baseline": photos.large_jpeg(),
         "jpeg-large-progressive": photos.large_jpeg(progressive=True),
         "jpeg-small": photos.encode(photo, "JPEG", quality=90),
+        # within THUMBNAIL_SIZE: the original serves as its thumbnail, and the JPEG decodes at its tiny copy's scale
+        "jpeg-thumbnail-size-baseline": photos.encode(photo.resize((240, 160)), "JPEG", quality=90),
+        "jpeg-thumbnail-size-progressive": photos.encode(photo.resize((240, 160)), "JPEG", quality=90, progressive=True),
         "png": photos.encode(photo, "PNG"),
         "webp": photos.encode(photo, "WEBP", quality=80),
         "gif": photos.encode(photo.quantize(256), "GIF"),

@@ -222,19 +222,21 @@ def placeholders(tinies: np.ndarray) -> list[str]:
 
 def _box_reduced(images: np.ndarray, factor: int) -> np.ndarray:
     """(n, h, w, c) 8-bit images, each block of factor x factor pixels averaged (rounded) into one; the blocks
-    at the right and bottom edges over the pixels they have. Sums over a zero-padded copy's reshaped
-    blocks: numpy's `reduceat` took 10-40x longer."""
+    at the right and bottom edges over the pixels they have. The blocks' sums are two products with 0/1
+    matrices (exact: every sum is an integer under 2^24), half the time of summing a zero-padded copy's
+    reshaped blocks; numpy's `reduceat` took 10-40x longer."""
     if factor == 1:
         return images
-    count, height, width, channels = images.shape
-    rows, columns = -(-height // factor), -(-width // factor)
-    padded = np.zeros((count, rows * factor, columns * factor, channels), np.uint16)
-    padded[:, :height, :width] = images
-    sums = padded.reshape(count, rows, factor, columns * factor, channels).sum(axis=2, dtype=np.uint32)
-    sums = sums.reshape(count, rows, columns, factor, channels).sum(axis=3, dtype=np.uint32)
-    counts = np.outer(np.minimum(factor, height - np.arange(rows) * factor),
-                      np.minimum(factor, width - np.arange(columns) * factor))[None, :, :, None]
-    return ((sums + counts // 2) // counts).astype(np.uint8)
+    rows, columns = _blocks(images.shape[1], factor), _blocks(images.shape[2], factor)
+    sums = (rows @ images.transpose(0, 3, 1, 2).astype(np.float32) @ columns.T).astype(np.uint32)
+    counts = np.outer(rows.sum(axis=1), columns.sum(axis=1)).astype(np.uint32)
+    return ((sums + counts // 2) // counts).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+@lru_cache(maxsize=128)
+def _blocks(n: int, factor: int) -> np.ndarray:
+    """The 0/1 matrix that sums n samples into blocks of `factor` (the last one over what is left)."""
+    return (np.arange(n)[None, :] // factor == np.arange(-(-n // factor))[:, None]).astype(np.float32)
 
 
 @lru_cache(maxsize=128)

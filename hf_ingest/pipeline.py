@@ -217,7 +217,7 @@ def store_validated(
             image_column=image.row.image_column,
             row_index=image.row.row_index,
             object_key=image.key,
-            url=store.url(image.key, source.public_base_url),
+            url=original,
             sha256=image.sha256,
             content_type=image.info.content_type,
             width=image.info.width,
@@ -225,9 +225,10 @@ def store_validated(
             bytes=len(image.data),
             metadata=image.row.metadata,
             revision=source.revision,
-            **_derived_columns(image, url),
+            **_derived_columns(image, url, original),
         )
         for image in batch.valid
+        for original in (url(image.key),)
     ]
     return scenes, BatchOutcome(
         sample_urls=tuple(scene.url for scene in scenes[:SAMPLE_URLS]),
@@ -242,12 +243,14 @@ def store_validated(
     )
 
 
-def _derived_columns(image: ValidImage, url: Callable[[str], str]) -> dict[str, Any]:
+def _derived_columns(image: ValidImage, url: Callable[[str], str], original: str) -> dict[str, Any]:
+    """The scene's derivative columns; a rendition of None is served by the original (at `original`)."""
     made = image.derivatives
     if made is None:
         return {}
+
     def served(rendition: Rendition | None) -> str:
-        return url(rendition.key(image.sha256) if rendition is not None else image.key)
+        return url(rendition.key(image.sha256)) if rendition is not None else original
 
     return {"thumbnail_url": served(made.thumbnail), "preview_url": served(made.preview),
             "placeholder": made.placeholder, "phash": made.phash}

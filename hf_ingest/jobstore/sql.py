@@ -380,15 +380,18 @@ class SqlJobStore:
 
     @staticmethod
     def _lacking_derivatives(conn: sa.Connection, batch: Sequence[Scene]) -> set[uuid.UUID]:
-        """Ids of the batch's recorded scenes that have no derivatives yet, where the batch brings them."""
-        bringing = [scene for scene in batch if scene.phash is not None]
-        if not bringing:
+        """Ids of recorded scenes in the batch's rows that have no derivatives yet, where the batch brings them
+        (and maybe of a few rows between them that it does not bring: the caller counts only those it wrote).
+        A range of rows, not a list of them: an IN of a batch's 8,192 row numbers cost more to build than the
+        scenes' own upsert."""
+        first = next((scene for scene in batch if scene.phash is not None), None)
+        if first is None:
             return set()
-        first = bringing[0]
+        rows = [scene.row_index for scene in batch if scene.phash is not None and scene.key()[:4] == first.key()[:4]]
         query = sa.select(scenes.c.id).where(
             scenes.c.dataset == first.dataset, scenes.c.config == first.config, scenes.c.split == first.split,
             scenes.c.image_column == first.image_column, scenes.c.phash.is_(None),
-            scenes.c.row_index.in_([scene.row_index for scene in bringing if scene.key()[:4] == first.key()[:4]]),
+            scenes.c.row_index.between(min(rows), max(rows)),
         )
         return set(conn.execute(query).scalars())
 

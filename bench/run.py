@@ -177,7 +177,8 @@ def s3_rows(datasets: dict[str, Path], env: dict[str, str], settle: Callable[[],
 
 def derivative_rows(datasets: dict[str, Path], env: dict[str, str], settle: Callable[[], None]) -> dict[str, Any]:
     """Derivatives on (the default) against DERIVATIVES=false, interleaved in turns (off-on, on-off, ...: a
-    drift over the runs hits both alike), the median of 2 each: the photos (0.2-1.5 MB, where the
+    drift over the runs hits both alike), the median of 3 each (of 2, `median_run` took the slower one, and two
+    runs here vary by more than the change being measured): the photos (0.2-1.5 MB, where the
     reduced-scale decode pays for the encodes) and small images (96x64: their own thumbnails, so only the
     placeholder and the pHash are made; 200,000 of them in 8 files, the issue's size: the pass at the end
     that groups near-duplicates grows with it). The small runs' files are kept until the bench ends
@@ -186,7 +187,7 @@ def derivative_rows(datasets: dict[str, Path], env: dict[str, str], settle: Call
     off = {**env, "DERIVATIVES": "false"}
     for name, dataset in (("photos", datasets["mixed-2000"]), ("small", datasets[SMALL])):
         runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
-        for turn in range(int(os.environ.get("BENCH_DERIVATIVES_REPEAT", 2))):
+        for turn in range(int(os.environ.get("BENCH_DERIVATIVES_REPEAT", 3))):
             for mode in ("off", "on") if turn % 2 == 0 else ("on", "off"):
                 runs[mode].append(run_import("flow", dataset, off if mode == "off" else env, settle,
                                              keep=name == "small"))

@@ -217,7 +217,7 @@ def store_validated(
             image_column=image.row.image_column,
             row_index=image.row.row_index,
             object_key=image.key,
-            url=original,
+            url=store.url(image.key, source.public_base_url),
             sha256=image.sha256,
             content_type=image.info.content_type,
             width=image.info.width,
@@ -225,10 +225,9 @@ def store_validated(
             bytes=len(image.data),
             metadata=image.row.metadata,
             revision=source.revision,
-            **_derived_columns(image, url, original),
+            **_derived_columns(image, url),
         )
         for image in batch.valid
-        for original in (url(image.key),)
     ]
     return scenes, BatchOutcome(
         sample_urls=tuple(scene.url for scene in scenes[:SAMPLE_URLS]),
@@ -243,14 +242,12 @@ def store_validated(
     )
 
 
-def _derived_columns(image: ValidImage, url: Callable[[str], str], original: str) -> dict[str, Any]:
-    """The scene's derivative columns; a rendition of None is served by the original (at `original`)."""
+def _derived_columns(image: ValidImage, url: Callable[[str], str]) -> dict[str, Any]:
     made = image.derivatives
     if made is None:
         return {}
-
     def served(rendition: Rendition | None) -> str:
-        return url(rendition.key(image.sha256)) if rendition is not None else original
+        return url(rendition.key(image.sha256) if rendition is not None else image.key)
 
     return {"thumbnail_url": served(made.thumbnail), "preview_url": served(made.preview),
             "placeholder": made.placeholder, "phash": made.phash}

@@ -1,7 +1,7 @@
 """Validation stays as strict with derivatives on: a corpus of broken images (truncated at many points,
-bytes flipped in headers and in the coded data; baseline and progressive JPEG decoded at reduced scale, for the
-preview of a photo and for the tiny copy of an image that serves as its own thumbnail; every allowed format) — each one the full decode rejects is rejected with derivatives on, for the same
-reason."""
+bytes flipped in headers and in the coded data; baseline and progressive JPEG decoded at reduced scale, for
+the preview of a photo and for the tiny copy of an image that serves as its own thumbnail; every allowed
+format) — each one the full decode rejects is rejected with derivatives on, for the same reason."""
 
 from __future__ import annotations
 

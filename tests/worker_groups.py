@@ -15,6 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 GROUPS = {
@@ -40,8 +41,6 @@ class GroupScheduling(LoadScopeScheduling):
 def claim(group: str) -> None:
     """Called where a group starts its stack: fails the test if another worker of the session started it already,
     which would mean the groups above no longer hold (and the suite pays for the stack twice)."""
-    import pytest
-
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     marker = Path(tempfile.gettempdir()) / f"worker-group-{group}"
     try:

@@ -387,7 +387,8 @@ class SqlJobStore:
         first = next((scene for scene in batch if scene.phash is not None), None)
         if first is None:
             return set()
-        rows = [scene.row_index for scene in batch if scene.phash is not None and scene.key()[:4] == first.key()[:4]]
+        split = first.key()[:4]
+        rows = [scene.row_index for scene in batch if scene.phash is not None and scene.key()[:4] == split]
         query = sa.select(scenes.c.id).where(
             scenes.c.dataset == first.dataset, scenes.c.config == first.config, scenes.c.split == first.split,
             scenes.c.image_column == first.image_column, scenes.c.phash.is_(None),

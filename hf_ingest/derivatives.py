@@ -21,16 +21,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import thumbhash
 from PIL import Image, ImageCms, ImageOps
 
 from hf_ingest.storage import derived_key
+from hf_ingest.thumbhashes import thumb_hashes
 
 WEBP_QUALITY = 80
 WEBP_METHOD = 0  # libwebp's fastest: see docs/performance.md (method 4, Pillow's default, is ~4x slower)
 SUMMARY_SIDE = 32  # the placeholder and the pHash are made from a copy of the thumbnail about this small (`tiny`)
-PLACEHOLDER_SIDE = 8  # ThumbHash keeps at most 7 frequencies a side; from 8 px its encoder takes 10-20 us (16 px:
-# 30-50, 32 px: 100-220) and the decoded placeholder differs from one made from 100 px by ~2 of 255 per channel
+PLACEHOLDER_SIDE = 8  # ThumbHash keeps at most 7 frequencies a side; from 8 px the decoded placeholder differs from
+# one made from 100 px by ~2 of 255 per channel, and encoding costs a fraction (the reference encoder, 8 px: 10-20 us;
+# 16 px: 30-50; 32 px: 100-220)
 _SRGB = ImageCms.createProfile("sRGB")
 
 
@@ -109,9 +110,9 @@ def render(image: Image.Image, sizes: DerivativeSizes) -> Rendered:
 
 def summarize(rendered: Sequence[Rendered]) -> list[Derivatives]:
     """The derivatives of a batch: placeholders and pHashes made together for the tiny copies of one size.
-    Per image, that leaves the ThumbHash encoder (~8 us); made one at a time, the dozen small
-    Pillow and numpy calls per image cost ~100 us, and twice that in threads on 2 cores (each call gives
-    the GIL up and waits for it back)."""
+    Made one at a time, the dozen small Pillow and numpy calls per image (and the reference ThumbHash
+    encoder's call) cost ~100 us, and twice that in threads on 2 cores (each call gives the GIL up and
+    waits for it back)."""
     by_shape: defaultdict[tuple[int, ...], list[int]] = defaultdict(list)
     for index, item in enumerate(rendered):
         by_shape[item.tiny.shape].append(index)
@@ -216,8 +217,7 @@ def placeholders(tinies: np.ndarray) -> list[str]:
     small = _box_reduced(tinies, factor)
     if channels == 3:
         small = np.concatenate([small, np.full((*small.shape[:3], 1), 255, np.uint8)], axis=3)
-    return [base64.b64encode(thumbhash.rgba_to_thumb_hash(small.shape[2], small.shape[1], pixels.tobytes())).decode()
-            for pixels in small]
+    return [base64.b64encode(made).decode() for made in thumb_hashes(small)]
 
 
 def _box_reduced(images: np.ndarray, factor: int) -> np.ndarray:

@@ -4,7 +4,9 @@ The reference encoder takes one image per call (~8 us of Rust for 8x6 pixels, ea
 go and waiting to get it back in the import's threads); here a batch's DCTs are matrix products and its
 bytes are packed together (~4 us per image for a batch of 512, one thread). The arithmetic is the
 reference's (evanw's JavaScript, in float64): the output equals the Rust encoder's (float32) but for a
-nibble at a rounding tie in ~2 % of images, whose decoded placeholders differ by at most a few of 255
+nibble at a rounding tie in 0-2 % of images, whose decoded placeholders differ by a few of 255. A term
+that is exactly zero (a plain picture; alpha the same along every row) is stored as exactly zero, where
+the Rust encoder stores its rounding noise: either decodes about as far from the picture
 (tests/test_thumbhashes.py)."""
 
 from __future__ import annotations

@@ -109,19 +109,31 @@ def render(image: Image.Image, sizes: DerivativeSizes) -> Rendered:
 
 
 def summarize(rendered: Sequence[Rendered]) -> list[Derivatives]:
-    """The derivatives of a batch: placeholders and pHashes made together for the tiny copies of one size.
-    Made one at a time, the dozen small Pillow and numpy calls per image (and the reference ThumbHash
-    encoder's call) cost ~100 us, and twice that in threads on 2 cores (each call gives the GIL up and
-    waits for it back)."""
-    by_shape: defaultdict[tuple[int, ...], list[int]] = defaultdict(list)
-    for index, item in enumerate(rendered):
-        by_shape[item.tiny.shape].append(index)
-    summaries: list[tuple[str, str]] = [("", "")] * len(rendered)
-    for indexes in by_shape.values():
+    """The derivatives of a batch: pHashes made together for the tiny copies of one size, placeholders for
+    the ~8 px copies of one size (a dataset of many sizes has a few dozen of those, against one per
+    image of the tiny copies). Made one at a time, the dozen small Pillow and numpy calls per image (and
+    the reference ThumbHash encoder's call) cost ~100 us, and twice that in threads on 2 cores (each call
+    gives the GIL up and waits for it back)."""
+    hashes: list[str] = [""] * len(rendered)
+    smalls: list[np.ndarray] = [np.empty(0, np.uint8)] * len(rendered)
+    for indexes in _indexes_by_shape([item.tiny for item in rendered]):
         tinies = np.stack([rendered[i].tiny for i in indexes])
-        for i, made in zip(indexes, zip(placeholders(tinies), phashes(tinies), strict=True), strict=True):
-            summaries[i] = made
-    return [Derivatives(item.thumbnail, item.preview, *summary) for item, summary in zip(rendered, summaries, strict=True)]
+        for i, phash, small in zip(indexes, phashes(tinies), placeholder_pixels(tinies), strict=True):
+            hashes[i], smalls[i] = phash, small
+    placeholders: list[str] = [""] * len(rendered)
+    for indexes in _indexes_by_shape(smalls):
+        made = thumb_hashes(np.stack([smalls[i] for i in indexes]))
+        for i, placeholder in zip(indexes, made, strict=True):
+            placeholders[i] = base64.b64encode(placeholder).decode()
+    return [Derivatives(item.thumbnail, item.preview, placeholder, phash)
+            for item, placeholder, phash in zip(rendered, placeholders, hashes, strict=True)]
+
+
+def _indexes_by_shape(arrays: Sequence[np.ndarray]) -> list[list[int]]:
+    by_shape: defaultdict[tuple[int, ...], list[int]] = defaultdict(list)
+    for index, array in enumerate(arrays):
+        by_shape[array.shape].append(index)
+    return list(by_shape.values())
 
 
 def serves_as_is(image: Image.Image, orientation: int, sizes: DerivativeSizes) -> bool:
@@ -208,16 +220,17 @@ def _webp(image: Image.Image) -> Rendition:
     return Rendition(image.width, image.height, buffer.getvalue())
 
 
-def placeholders(tinies: np.ndarray) -> list[str]:
-    """The ThumbHash (base64, ~25 bytes) an app decodes into a blurred picture before any download, of each
-    of `tinies` (n, height, width, RGB or RGBA), made from about PLACEHOLDER_SIDE pixels a side, box-averaged
-    as Pillow's `reduce` does (edge blocks over the pixels they have)."""
+def placeholder_pixels(tinies: np.ndarray) -> np.ndarray:
+    """What the ThumbHash placeholder (base64, ~25 bytes: an app decodes it into a blurred picture before any
+    download) is made from, for each of `tinies` (n, height, width, RGB or RGBA): RGBA of about
+    PLACEHOLDER_SIDE pixels a side, box-averaged as Pillow's `reduce` does (edge blocks over the pixels
+    they have)."""
     height, width, channels = tinies.shape[1:]
     factor = max(1, max(height, width) // PLACEHOLDER_SIDE)
     small = _box_reduced(tinies, factor)
     if channels == 3:
         small = np.concatenate([small, np.full((*small.shape[:3], 1), 255, np.uint8)], axis=3)
-    return [base64.b64encode(made).decode() for made in thumb_hashes(small)]
+    return small
 
 
 def _box_reduced(images: np.ndarray, factor: int) -> np.ndarray:

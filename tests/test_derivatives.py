@@ -12,7 +12,13 @@ import pytest
 import thumbhash
 from PIL import Image, ImageCms
 
-from hf_ingest.derivatives import DerivativeSizes, Derivatives, Rendition, summarize
+from hf_ingest.derivatives import (
+    Derivatives,
+    DerivativeSizes,
+    Rendition,
+    placeholder_pixels,
+    summarize,
+)
 from hf_ingest.images import inspect_image
 from tests import photos
 
@@ -155,9 +161,13 @@ def test_a_batch_is_summarized_as_each_image_alone() -> None:
     batch = [photos.encode(crop, "JPEG") for crop in crops] + [
         photos.palette_png_with_transparency(), photos.large_jpeg(), photos.encode(crops[0].convert("L"), "PNG"),
         photos.encode(crops[1].resize((28, 28)), "PNG"), photos.encode(crops[2].resize((3, 40)), "PNG"),
-    ]
+        photos.encode(crops[0], "PNG"), photos.encode(crops[3].resize((120, 80)), "PNG"),  # tiny copies of two
+    ]  # sizes whose placeholders are made from one size: the placeholders are grouped apart from the pHashes
     rendered = [inspect_image(data, MAX_PIXELS, SIZES).rendered for data in batch]
     assert all(item is not None for item in rendered)
+    tinies = [item.tiny for item in rendered[-2:]]  # type: ignore[union-attr]
+    assert tinies[0].shape != tinies[1].shape
+    assert placeholder_pixels(tinies[0][None]).shape == placeholder_pixels(tinies[1][None]).shape
     together = summarize(rendered)  # type: ignore[arg-type]
     alone = [summarize([item])[0] for item in rendered]  # type: ignore[list-item]
     assert [(d.placeholder, d.phash) for d in together] == [(d.placeholder, d.phash) for d in alone]

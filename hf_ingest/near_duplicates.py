@@ -28,6 +28,7 @@ from hf_ingest.jobstore import JobStore, SplitKey
 TABLES = 128
 KEY_BITS = 18
 NEIGHBOURS = 8  # in a table's sorted order, each scene is compared with this many after it sharing its key
+MAX_THREADS = 4  # tables at once: each holds ~60 MB of arrays per 1,000,000 scenes while it runs
 _SEED = 0x6866  # the bit picks: fixed, so a grouping is the same on every run and every machine
 
 
@@ -59,7 +60,7 @@ def group(row_index: np.ndarray, hashes: np.ndarray, max_distance: int) -> Group
     if max_distance > 0:  # distinct hashes, each once (a thousand copies of one picture are one key)
         rng = np.random.default_rng(_SEED)
         picks = [rng.choice(64, KEY_BITS, replace=False) for _ in range(TABLES)]
-        with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="near-duplicates") as pool:
+        with ThreadPoolExecutor(min(MAX_THREADS, os.cpu_count() or 1), thread_name_prefix="near-duplicates") as pool:
             for a, b in pool.map(lambda bits: _table_pairs(values, bits, max_distance), picks):
                 pairs.append((first_of_value[a], first_of_value[b]))
     a = np.concatenate([p[0] for p in pairs])

@@ -88,7 +88,9 @@ def _basis(terms: int, size: int) -> np.ndarray:
     """cos(pi / size * k * (i + 0.5)) for k < terms, i < size; those that are zero exactly 0 (not 6e-17: a
     term that is zero then scales to exactly 0.5, instead of a nibble picked by rounding noise)."""
     basis = np.cos(np.pi / size * np.arange(terms)[:, None] * (np.arange(size)[None, :] + 0.5))
-    return np.where(np.abs(basis) < 1e-9, 0.0, basis)
+    basis = np.where(np.abs(basis) < 1e-9, 0.0, basis)
+    basis.flags.writeable = False  # cached and shared by the import's threads
+    return basis
 
 
 @lru_cache(maxsize=64)

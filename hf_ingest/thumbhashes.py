@@ -11,6 +11,7 @@ the Rust encoder stores its rounding noise: either decodes about as far from the
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -74,7 +75,8 @@ def _channel(values: np.ndarray, nx: int, ny: int) -> tuple[np.ndarray, np.ndarr
     cx * ny < nx * (ny - cy), in the reference's order (row by row)."""
     height, width = values.shape[1:]
     terms = _basis(ny, height) @ values @ _basis(nx, width).T / (width * height)
-    terms[np.abs(terms) < 1e-9] = 0.0  # rounding noise of a zero term (a plain image's): zero, not scaled up
+    terms[np.abs(terms) < 1e-9] = 0.0  # a zero term's rounding noise (a plain picture's, or where the basis is
+    # zero: cos(pi / 2)): exactly zero, so it scales to exactly the middle instead of a nibble the noise picks
     rows, columns = _triangle(nx, ny)
     chosen = terms[:, rows, columns]
     dc, ac = chosen[:, 0], chosen[:, 1:]
@@ -85,10 +87,8 @@ def _channel(values: np.ndarray, nx: int, ny: int) -> tuple[np.ndarray, np.ndarr
 
 @lru_cache(maxsize=64)
 def _basis(terms: int, size: int) -> np.ndarray:
-    """cos(pi / size * k * (i + 0.5)) for k < terms, i < size; those that are zero exactly 0 (not 6e-17: a
-    term that is zero then scales to exactly 0.5, instead of a nibble picked by rounding noise)."""
+    """cos(pi / size * k * (i + 0.5)) for k < terms, i < size."""
     basis = np.cos(np.pi / size * np.arange(terms)[:, None] * (np.arange(size)[None, :] + 0.5))
-    basis = np.where(np.abs(basis) < 1e-9, 0.0, basis)
     basis.flags.writeable = False  # cached and shared by the import's threads
     return basis
 
@@ -105,4 +105,4 @@ def _rounded(values: np.ndarray) -> np.ndarray:
 
 
 def _half_up(value: float) -> int:
-    return int(np.floor(value + 0.5))
+    return math.floor(value + 0.5)  # `_rounded` for one number

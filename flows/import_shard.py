@@ -14,7 +14,11 @@ The story, top to bottom:
      first to claim it in `job_shards` (its child run, or the parent); the other lets it go;
   4. each run reads its shard's rows from the checkpoint on (a child opens the dataset at the parent's
      commit), runs the same `ingest-batch` tasks, and keeps its row in `job_shards` up to date;
-  5. meanwhile the parent sums the shards into `jobs.progress` (one writer per job) and the progress
+  5. once nothing waits for a worker, the parent takes the second half of what a running shard has not
+     done yet (its run reserves rows a step ahead of reading them; the cut is made after them), a new
+     shard it imports itself: a child run that started late, or goes slower, no longer leaves the
+     parent's core idle at the end (hf_ingest/shards.py);
+  6. meanwhile the parent sums the shards into `jobs.progress` (one writer per job) and the progress
      artifact; a shard that fails (here or in a child) or whose child crashes is started again as a
      child run, and only a shard out of attempts (SHARD_ATTEMPTS) fails the job, naming the shard.
 Cancelling the parent cancels its children (Prefect cancels the subflow runs of a cancelled run).
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 from prefect import flow
@@ -37,11 +43,12 @@ from deployments.prefect_setup import SHARD_DEPLOYMENT
 from flows.import_tasks import ProgressReporter, ingest_stream, no_secrets_in_errors, open_source, run_log
 from flows.platform import from_jobs_db, from_prefect
 from hf_ingest import runtime
+from hf_ingest.backoff import call_through_outage
 from hf_ingest.jobstore import Shard, ShardStatus
 from hf_ingest.logs import install_secret_filter, redact
 from hf_ingest.pipeline import ImageReader, IngestProgress, SceneSource
 from hf_ingest.run_labels import run_name, run_tags
-from hf_ingest.shards import aggregate_counts, plan_shards
+from hf_ingest.shards import RowLease, aggregate_counts, lease_step, plan_shards, split_point
 from hf_ingest.source import DatasetRequest, DatasetStream
 from hf_ingest.transient import PermanentIngestError
 
@@ -108,7 +115,11 @@ async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStre
     parent); its `job_shards` row says how far it got. The caller has claimed the shard."""
     settings = get_settings()
     store = runtime.job_store()
-    stream = split.rows_between(record.first_row + record.checkpoint, record.end_row)
+    start = record.first_row + record.checkpoint
+    lease = RowLease(lambda upto: call_through_outage(lambda: store.reserve_shard_rows(job_id, record.shard, upto),
+                                                      "the jobs database", settings.outage_seconds),
+                     start, record.end_row, shard_lease_step(split))
+    stream = split.rows_between(start, record.end_row, lease)
     progress = IngestProgress(revision=stream.revision, next_row=stream.first_row)
     _restore_counts(progress, record.counts)
     reporter = ProgressReporter(_shard_progress(job_id, record), settings.progress_interval_seconds, run_log())
@@ -117,9 +128,17 @@ async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStre
     with runtime.long_lived_objects_frozen():
         await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress)
     counts = progress.as_dict()
+    done = (stream.end_row if stream.end_row is not None else record.end_row) - record.first_row  # less if cut
     await from_jobs_db(lambda: store.update_shard(job_id, record.shard, status=ShardStatus.COMPLETED, counts=counts,
-                                                  checkpoint=record.rows))
+                                                  checkpoint=done))
     return counts
+
+
+def shard_lease_step(split: DatasetStream) -> int:
+    """Rows a shard's run reserves at a time, and the smallest piece another run splits off: about a batch."""
+    settings = get_settings()
+    rows = split.total_rows or 0
+    return lease_step(settings.batch_size, settings.batch_max_bytes, split.bytes_of(rows) / rows if rows else 0)
 
 
 def _shard_progress(job_id: uuid.UUID, record: Shard) -> Any:
@@ -158,21 +177,43 @@ async def import_in_shards(
               "split": request.split, "image_column": request.image_column, "limit": request.limit}
     name = run_name(request.dataset, request.split, stream.revision)  # as the parent is named (a folder: no "@main")
     unfinished = [shard for shard in shards if shard.status is not ShardStatus.COMPLETED]
-    here = ParentShare(job_id, stream, str(current_flow_run.id))
-    runs = [_run_shard(job_id, shard, params, name, settings.shard_attempts, here, first=n == 0)
-            for n, shard in enumerate(unfinished)]
+    runs: list[asyncio.Task[None]] = []
+    started: set[int] = set()
+
+    def start(shard: Shard, first: bool) -> asyncio.Task[None]:
+        started.add(shard.shard)
+        runs.append(asyncio.create_task(_run_shard(job_id, shard, params, name, settings.shard_attempts, here, first)))
+        return runs[-1]
+
+    here = ParentShare(job_id, stream, str(current_flow_run.id), start, shard_lease_step(stream))
+    for n, shard in enumerate(unfinished):
+        start(shard, n == 0)
     summing = asyncio.create_task(_sum_shards(job_id, reporter))
     helping = asyncio.create_task(here.take_what_waits())
     try:
         # a shard out of attempts does not stop the others: when the job says failed, nothing of it is still
         # running, and every other shard is finished (a retry runs only what failed)
-        outcomes = await asyncio.gather(*runs, return_exceptions=True)
+        while True:
+            while waiting := [run for run in runs if not run.done()]:
+                await asyncio.wait(waiting)
+                if all(run.done() for run in runs):
+                    await here.stop(helping)  # it finishes a piece it split off first (that joins `runs`)
+            # a piece whose cut was made but not answered (the jobs database went away at that moment)
+            lost = [s for s in await from_jobs_db(lambda: store.list_shards(job_id))
+                    if s.status is ShardStatus.PENDING and s.shard not in started]
+            if not lost:
+                break
+            for shard in lost:
+                start(shard, True)
     finally:
         summing.cancel()
         helping.cancel()
+        for run in runs:
+            run.cancel()  # only if the parent itself is stopped (cancelled, or its process ends)
+    outcomes = [run.exception() for run in runs]
     progress = _progress_of(await from_jobs_db(lambda: store.list_shards(job_id)))
     reporter.report_now(progress)
-    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    failures = [outcome for outcome in outcomes if outcome is not None]
     if len(failures) > 1 and isinstance(failures[0], ShardFailed):
         raise ShardFailed(f"{failures[0]} (and {len(failures) - 1} more shards failed)"[:2000]) from failures[0]
     if failures:
@@ -185,12 +226,19 @@ class ParentShare:
     any shard whose child run no worker has taken yet. (A worker runs at most as many flow runs as its machine
     has cores, and the waiting parent holds one of them: without this, one machine would run the other shards
     one at a time beside an idle parent.) A child run still Scheduled is cancelled first; only if Prefect
-    accepts (no worker took it meanwhile) does the parent claim and import its shard."""
+    accepts (no worker took it meanwhile) does the parent claim and import its shard. With none waiting, it
+    splits off the rest of the running shard with the most left (`split_point`) and imports that piece
+    (`start`: as a shard of its own, retried as a child run if it fails here)."""
 
-    def __init__(self, job_id: uuid.UUID, split: DatasetStream, run_id: str) -> None:
+    def __init__(self, job_id: uuid.UUID, split: DatasetStream, run_id: str,
+                 start: Callable[[Shard, bool], asyncio.Task[None]], min_piece: int) -> None:
         self.job_id = job_id
         self.split = split
         self.run_id = run_id
+        self.start = start
+        self.min_piece = min_piece
+        self.stopping = False
+        self.splitting = False  # between a cut and the end of its piece's import: not to be cancelled
         self.failed_here: set[int] = set()  # shards that failed in this process go on in child runs only
         self.waiting: dict[int, tuple[int, uuid.UUID]] = {}  # shard -> (attempt, its child run), while it runs
         self.taken: set[tuple[int, int]] = set()  # (shard, attempt) imported here instead of by its child run
@@ -226,7 +274,7 @@ class ParentShare:
 
         await self._first_done.wait()
         async with get_client() as client:  # one client: it rides out a restart of the server (retries)
-            while True:
+            while not self.stopping:
                 waiting = {child: (shard, attempt) for shard, (attempt, child) in self.waiting.items()
                            if shard not in self.failed_here}
                 unstarted = await _still_scheduled(client, list(waiting)) if waiting else []
@@ -239,7 +287,49 @@ class ParentShare:
                         await self.run(shard, attempt)
                         break
                 else:
-                    await asyncio.sleep(interval)
+                    if not await self.split_off_and_import():
+                        await asyncio.sleep(interval)
+
+    async def split_off_and_import(self) -> bool:
+        """Cut the running shard with the most left and import the piece here; whether there was one."""
+        if self.stopping:
+            return False
+        store = runtime.job_store()
+        self.splitting = True
+        try:
+            try:
+                shards = await from_jobs_db(lambda: store.list_shards(self.job_id))
+            except Exception:  # noqa: BLE001 - the jobs database is away: nothing is split now; asked again next time
+                return False
+            # a shard that failed before is left to its own retries: a piece of it might fail the same way
+            running = [s for s in shards if s.status is ShardStatus.RUNNING and s.flow_run_id != self.run_id
+                       and s.error is None]
+            for shard in sorted(running, key=lambda s: s.end_row - s.first_row - s.checkpoint, reverse=True):
+                at = split_point(shard, self.min_piece)
+                if at is None:
+                    continue
+                try:
+                    piece = await from_jobs_db(lambda: store.split_shard(self.job_id, shard.shard, at, shard.end_row))
+                except Exception:  # noqa: BLE001 - not split (or split and found at the end: see import_in_shards)
+                    return False
+                if piece is None:  # its run reserved past the cut meanwhile, or finished: try again later
+                    continue
+                run_log().info("plan", "rest of a running shard split off, imported by the parent",
+                               shard=shard.shard, piece=piece.shard, first_row=piece.first_row, end_row=piece.end_row)
+                with suppress(Exception):  # its outcome is read with the other runs'
+                    await self.start(piece, True)
+                return True
+            return False
+        finally:
+            self.splitting = False
+
+    async def stop(self, helper: asyncio.Task[None]) -> None:
+        """No more taking or splitting; a piece split off already is imported first."""
+        self.stopping = True
+        if not self.splitting:
+            helper.cancel()
+        with suppress(asyncio.CancelledError):
+            await helper
 
 
 async def _still_scheduled(client: Any, runs: list[uuid.UUID]) -> list[uuid.UUID]:

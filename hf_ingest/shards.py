@@ -10,6 +10,11 @@ run's start-up (~2 s here), and a second round of shards would pay it again whil
 when the split is too small to give every shard SHARD_ROWS rows or SHARD_BYTES of data (large photos
 are worth sharing out long before their row count is), and never more than MAX_SHARDS: tens of child
 runs for an import, not thousands (the Prefect server struggles past a few thousand runs at once).
+
+Shards are cut even, but their runs do not start together (a child run starts seconds after its parent)
+nor go at one speed. A run that has finished (the parent) takes the second half of what another has not
+done yet (`split_point`): the other run reads no row it has not reserved (`RowLease`, a step ahead of
+reading), and the cut is made only after what it reserved, so no row is read twice or left unread.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hf_ingest.jobstore import Shard
 
@@ -76,3 +81,41 @@ def child_slots(queue_limit: int, online_workers: int, runs_per_worker: int, siz
     if sized_by_operator or online_workers <= 0:
         return queue_limit
     return max(0, min(queue_limit, online_workers * runs_per_worker - 1))
+
+
+class RowLease:
+    """A shard run's hold on its rows, a `step` ahead of reading: `lease(n)` reserves up to row n (in
+    `job_shards`, through `reserve`) and returns how far the run may read; less than n once another run has
+    taken the shard's rest."""
+
+    def __init__(self, reserve: Callable[[int], int], first_row: int, end_row: int, step: int) -> None:
+        self.reserve = reserve
+        self.granted = first_row  # the run may read up to here without asking again
+        self.end_row = end_row  # the shard's end as far as this run knows
+        self.step = max(1, step)
+
+    def __call__(self, upto: int) -> int:
+        if upto > self.granted and self.granted < self.end_row:
+            wanted = min(self.end_row, max(upto, self.granted + self.step))
+            self.granted = max(self.granted, self.reserve(wanted))
+            if self.granted < wanted:  # the rest went to another run
+                self.end_row = self.granted
+        return self.granted
+
+
+def split_point(shard: Shard, min_rows: int) -> int | None:
+    """Where a run with nothing left to do cuts a running `shard` to take its rest: halfway through what the
+    shard's run has not done yet (from its checkpoint), never before what it has reserved; None if the rest
+    would be under `min_rows` (not worth a piece)."""
+    done = shard.first_row + shard.checkpoint
+    held = shard.reserved_row if shard.reserved_row is not None else shard.first_row
+    at = max(held, done + (shard.end_row - done + 1) // 2, shard.first_row + 1)
+    return at if shard.end_row - at >= max(1, min_rows) else None
+
+
+def lease_step(batch_size: int, batch_max_bytes: int, bytes_per_row: float) -> int:
+    """A run's lease step, and the smallest piece worth splitting off: one batch's rows (fewer for large
+    images, whose batches close at `batch_max_bytes`)."""
+    if bytes_per_row <= 0:
+        return batch_size
+    return max(1, min(batch_size, int(batch_max_bytes // bytes_per_row)))

@@ -128,6 +128,8 @@ class DatasetStream:
     unsized_rows: list[int] = field(default_factory=list)  # the rows read of the tars `parts` read whole
     hf_token: str | None = field(default=None, repr=False)
     sleep: Callable[[float], None] = time.sleep
+    # a shard's run reads no row before it holds it: lease(n) reserves up to row n, returns how far it may read
+    lease: Callable[[int], int] | None = field(default=None, repr=False)
 
     @property
     def image_column(self) -> str:
@@ -155,13 +157,14 @@ class DatasetStream:
         """Whether the split can be read from any row on (parquet, with its footers' row counts)."""
         return isinstance(self.rows, ParquetRows) and self.rows.row_counts is not None
 
-    def rows_between(self, first_row: int, end_row: int) -> DatasetStream:
-        """This stream restricted to the split's rows [first_row, end_row) (a shard, or what is left of one)."""
+    def rows_between(self, first_row: int, end_row: int, lease: Callable[[int], int] | None = None) -> DatasetStream:
+        """This stream restricted to the split's rows [first_row, end_row) (a shard, or what is left of one);
+        with a `lease`, only as far as it grants (see the field)."""
         if not isinstance(self.rows, ParquetRows):
             raise ValueError("only parquet datasets can be read from a given row")
         rows = ParquetRows(self.rows.files, self.rows.columns, self.rows.open_file, self.rows.row_counts)
         rows.seek(first_row)
-        return replace(self, rows=rows, first_row=first_row, end_row=end_row)
+        return replace(self, rows=rows, first_row=first_row, end_row=end_row, lease=lease)
 
     def parts(self, ranges: Sequence[tuple[int, int]], sized: Sequence[DataFile] = ()) -> list[DatasetStream]:
         """Streams that read only the split's row `ranges` (what a sync must read): one per range, seeking to it,
@@ -207,6 +210,12 @@ class DatasetStream:
             return
         try:
             for table in self._chunks_resumed():
+                if self.lease is not None:  # another run may have taken the shard's rest
+                    granted = self.lease(row_index + table.num_rows)
+                    if granted < row_index + table.num_rows:  # it has: the shard ends there now
+                        self.end_row = limit = granted if limit is None else min(limit, granted)
+                        if row_index >= limit:
+                            break
                 if limit is not None and row_index + table.num_rows > limit:
                     table = table.slice(0, max(0, limit - row_index))
                 for row in self._image_rows(table, row_index):

@@ -217,7 +217,8 @@ def test_a_worker_killed_mid_import_leaves_the_job_to_the_other_one(
     assert any(s.attempts > 1 for s in shards)  # the killed worker's shards ran again
     survivors = {two_workers.worker_of(s.flow_run_id) for s in shards if s.flow_run_id}
     assert parent_worker in survivors  # it ran the killed worker's shards again (the victim had shards too: above)
-    assert job["progress"]["shards_done"] == job["progress"]["shards_total"] == SHARDS
+    # the planned shards, and any piece the parent split off a running one (tests/test_shard_split.py)
+    assert job["progress"]["shards_done"] == job["progress"]["shards_total"] >= SHARDS
     assert job["progress"]["rows_seen"] >= rows and job["progress"]["invalid_total"] == rows - len(valid)
 
 
@@ -285,7 +286,7 @@ def test_a_shard_out_of_attempts_fails_the_job_naming_it_after_the_others_finish
     job = two_workers.wait_for(body["job_id"], {"completed", "failed"}, timeout=300)
     assert job["status"] == "failed", job
     shards = two_workers.store.list_shards(uuid.UUID(body["job_id"]))
-    assert len(shards) == SHARDS
+    assert len(shards) >= SHARDS  # and any piece split off a running shard
     broken = shards[0]
     assert f"ShardFailed: shard 0 (rows 0-{broken.end_row - 1}) failed after 3 attempts:" in job["error"], job["error"]
     assert "train-00000-of-00008.parquet, row 0 of that file" in job["error"], job["error"]
@@ -294,7 +295,7 @@ def test_a_shard_out_of_attempts_fails_the_job_naming_it_after_the_others_finish
                              json={"logs": {"flow_run_id": {"any_": [body["flow_run_id"]]}}}).json()
     assert any("shard did not complete here; starting it as a child run" in e["message"] for e in parent_logs)
     assert broken.flow_run_id != body["flow_run_id"]  # its last attempt was a child run
-    assert job["progress"]["shards_done"] == SHARDS - 1 and job["progress"]["shards_total"] == SHARDS
+    assert job["progress"]["shards_done"] == len(shards) - 1 and job["progress"]["shards_total"] == len(shards)
     count, distinct, shas = _scene_rows(two_workers, repo)
     stored = {sha for row, sha in by_row.items() if row >= broken.end_row}  # the damaged file ends the shard's reads
     assert count == distinct == len(stored) and shas == stored  # nothing of the other shards lost
@@ -322,7 +323,7 @@ def test_on_one_machine_the_waiting_parent_imports_the_shards_no_worker_took(
             os.kill(two_workers.second_worker.pid, signal.SIGCONT)
     assert job["status"] == "completed", (job["error"], job["progress"])
     shards = two_workers.store.list_shards(uuid.UUID(body["job_id"]))
-    by_parent = [s.shard for s in shards if s.flow_run_id == body["flow_run_id"]]
+    by_parent = [s.shard for s in shards if s.flow_run_id == body["flow_run_id"] and s.shard < SHARDS]  # planned
     assert by_parent[0] == 0 and len(by_parent) >= 2, [(s.shard, s.flow_run_id) for s in shards]
     runs = httpx.post(f"{two_workers.api_url}/flow_runs/filter",
                       json={"flow_runs": {"tags": {"all_": [f"job:{body['job_id']}"]}}}).json()
@@ -335,6 +336,65 @@ def test_on_one_machine_the_waiting_parent_imports_the_shards_no_worker_took(
     count, distinct, shas = _scene_rows(two_workers, repo)
     assert count == distinct == len(valid) and shas == valid
     assert all(s.status.value == "completed" and s.attempts == 1 for s in shards)
+
+
+def _flow_run_process(flow_run_id: str) -> psutil.Process | None:
+    """The process a worker started for the flow run (Prefect gives it the run's id in its environment)."""
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("PREFECT__FLOW_RUN_ID") == flow_run_id:
+                return process
+        except psutil.Error:
+            continue
+    return None
+
+
+@pytest.mark.timeout(400)
+def test_the_parent_with_nothing_left_takes_the_rest_of_a_slow_child_runs_shard(
+    two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
+) -> None:
+    """A child run stalls mid-shard (its process stopped with SIGSTOP, as a slow or late machine would be):
+    the parent, its own work done, cuts that shard after the rows the child has reserved and imports the rest
+    itself. The child, let go, reads only up to the cut; every image is stored once and the job completes."""
+    repo, by_row, rows = _publish(hub_server, tmp_path, "split", rows_per_file=600)
+    valid = set(by_row.values())
+    assert _stack_command(two_workers.env, "up").returncode == 0  # the stack's worker, if the kill test took it
+    body = two_workers.post({"dataset": repo})
+    job_id = uuid.UUID(body["job_id"])
+    stalled: psutil.Process | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while stalled is None:  # a child run that has started reading its shard
+            for shard in two_workers.store.list_shards(job_id):
+                if (shard.status.value == "running" and shard.flow_run_id not in (None, body["flow_run_id"])
+                        and shard.reserved_row is not None and shard.reserved_row < shard.end_row):
+                    stalled = _flow_run_process(shard.flow_run_id)  # type: ignore[arg-type]
+                    if stalled is not None:
+                        stalled.suspend()
+                        victim = shard
+                        break
+            assert time.monotonic() < deadline, two_workers.store.list_shards(job_id)
+            time.sleep(0.2)
+        deadline = time.monotonic() + 120
+        while not (pieces := [s for s in two_workers.store.list_shards(job_id)
+                              if s.shard >= SHARDS and victim.first_row < s.first_row < victim.end_row]):
+            assert time.monotonic() < deadline, "the parent did not split the stalled shard"
+            time.sleep(0.2)
+    finally:
+        if stalled is not None:
+            stalled.resume()
+    job = two_workers.wait_for(str(job_id), {"completed", "failed"}, timeout=240)
+    assert job["status"] == "completed", (job["error"], job["progress"])
+    shards = {s.shard: s for s in two_workers.store.list_shards(job_id)}
+    piece = pieces[0]
+    assert shards[victim.shard].end_row == piece.first_row >= (victim.reserved_row or 0)  # cut after its reservation
+    assert shards[piece.shard].flow_run_id == body["flow_run_id"] and shards[piece.shard].status.value == "completed"
+    count, distinct, shas = _scene_rows(two_workers, repo)
+    assert count == distinct == len(valid) and shas == valid
+    assert job["progress"]["shards_done"] == job["progress"]["shards_total"] == len(shards) > SHARDS
+    parent_logs = httpx.post(f"{two_workers.api_url}/logs/filter",
+                             json={"logs": {"flow_run_id": {"any_": [body["flow_run_id"]]}}}).json()
+    assert any("rest of a running shard split off" in e["message"] for e in parent_logs)
 
 
 @pytest.mark.timeout(600)

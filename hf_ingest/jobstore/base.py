@@ -135,3 +135,15 @@ class JobStore(Protocol):
         one of the runs that may start it (its child run, or the parent that has nothing else to do) wins.
         Returns the shard as taken (running), or None if another run has it (or it moved on)."""
         ...
+
+    def reserve_shard_rows(self, job_id: uuid.UUID, shard: int, upto: int) -> int:
+        """Reserve the shard's rows up to `upto` (never past its end) for the run importing it, before it reads
+        them; returns the row it may read up to (what it reserved before, if more). Less than `upto`: the rest
+        was split off to another run."""
+        ...
+
+    def split_shard(self, job_id: uuid.UUID, shard: int, at: int, end_row: int) -> Shard | None:
+        """Cut a running shard at row `at`: it keeps [first_row, at), a new pending shard (the next number) gets
+        [at, end_row), in one transaction, only if the shard still ends at `end_row` and has not reserved past
+        `at`. Returns the new shard, or None (the shard moved on)."""
+        ...

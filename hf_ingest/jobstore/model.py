@@ -269,7 +269,9 @@ class Shard:
     """One piece of a sharded import: the split's rows [first_row, end_row), imported by one child run.
 
     `checkpoint` counts the rows from `first_row` that are done (stored and recorded, in order): a
-    resumed shard starts there. `counts` are the shard's `progress` counts, summed into the job's."""
+    resumed shard starts there. `counts` are the shard's `progress` counts, summed into the job's.
+    `reserved_row`: the run importing it may read up to there (it reserves a step ahead of reading); the
+    rows after it may still be split off to another run (`split_shard`). None: nothing reserved yet."""
 
     job_id: uuid.UUID
     shard: int
@@ -281,6 +283,7 @@ class Shard:
     attempts: int = 0
     flow_run_id: str | None = None
     error: str | None = None
+    reserved_row: int | None = None
 
     @property
     def rows(self) -> int:

@@ -13,6 +13,9 @@ working and get them from the next import of their dataset (a backfill).
 Version 4 (2026-12-03) keeps datasets current: scenes get `removed_at`/`removed_in` (set when a newer
 revision no longer has their row; never deleted), and `split_files` records the data files each split's
 scenes were recorded from (a new table, made by `create_all`), so that a sync reads only what changed.
+
+Version 5 (2026-12-03) lets a run take part of another's shard: `job_shards.reserved_row` (nullable), how
+far the run importing a shard may read; the rows after it may be split off.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ V3_COLUMNS = {"thumbnail_url": "text", "preview_url": "text", "placeholder": "te
 
 
 def migrate(conn: Connection, metadata: sa.MetaData) -> None:
-    """Apply what is missing; a current database is left as it is (one inspection)."""
+    """Apply what is missing; a current database is left as it is (one inspection per table)."""
+    if "reserved_row" not in {column["name"] for column in sa.inspect(conn).get_columns("job_shards")}:
+        conn.exec_driver_sql("alter table job_shards add column reserved_row bigint")
     columns = {column["name"] for column in sa.inspect(conn).get_columns("scenes")}
     if "image_column" not in columns:
         if conn.dialect.name == "sqlite":

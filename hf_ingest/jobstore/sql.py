@@ -182,6 +182,7 @@ job_shards = sa.Table(
     sa.Column("flow_run_id", sa.Text),
     sa.Column("error", sa.Text),
     sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("reserved_row", sa.BigInteger),
     sa.CheckConstraint("status in ('pending','running','completed','failed')", name="job_shards_status_check"),
 )
 
@@ -587,6 +588,39 @@ class SqlJobStore:
             row = conn.execute(statement).mappings().first()
         return _shard(row) if row else None
 
+    def reserve_shard_rows(self, job_id: uuid.UUID, shard: int, upto: int) -> int:
+        held = sa.func.coalesce(job_shards.c.reserved_row, job_shards.c.first_row)
+        wanted = sa.case((job_shards.c.end_row < upto, job_shards.c.end_row), else_=sa.literal(upto))
+        statement = (
+            job_shards.update()
+            .where(job_shards.c.job_id == job_id, job_shards.c.shard == shard)
+            .values(reserved_row=sa.case((held > wanted, held), else_=wanted))
+            .returning(job_shards.c.reserved_row)
+        )
+        with self._writing() as conn:
+            reserved = conn.execute(statement).scalar_one_or_none()
+        if reserved is None:
+            raise KeyError(f"job {job_id} has no shard {shard}")
+        return int(reserved)
+
+    def split_shard(self, job_id: uuid.UUID, shard: int, at: int, end_row: int) -> Shard | None:
+        held = sa.func.coalesce(job_shards.c.reserved_row, job_shards.c.first_row)
+        cut = (
+            job_shards.update()
+            .where(job_shards.c.job_id == job_id, job_shards.c.shard == shard,
+                   job_shards.c.status == ShardStatus.RUNNING.value, job_shards.c.end_row == end_row,
+                   held <= at, job_shards.c.first_row < at, sa.literal(at) < end_row)
+            .values(end_row=at, updated_at=utcnow())
+        )
+        with self._writing() as conn:
+            if conn.execute(cut).rowcount != 1:
+                return None
+            number = conn.execute(sa.select(sa.func.max(job_shards.c.shard) + 1)
+                                  .where(job_shards.c.job_id == job_id)).scalar_one()
+            piece = Shard(job_id=job_id, shard=int(number), first_row=at, end_row=end_row)
+            conn.execute(job_shards.insert().values(**piece.row(), updated_at=utcnow()))
+        return piece
+
 
 def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
@@ -596,7 +630,7 @@ def _shard(row: sa.RowMapping) -> Shard:
     return Shard(
         job_id=row["job_id"], shard=row["shard"], first_row=row["first_row"], end_row=row["end_row"],
         status=ShardStatus(row["status"]), checkpoint=row["checkpoint"], counts=row["counts"] or {},
-        attempts=row["attempts"], flow_run_id=row["flow_run_id"], error=row["error"],
+        attempts=row["attempts"], flow_run_id=row["flow_run_id"], error=row["error"], reserved_row=row["reserved_row"],
     )
 
 

@@ -52,6 +52,8 @@ SCENE_HASHES_FUNCTION = "hf_ingest_scene_hashes"  # the same migration
 SET_DUPLICATES_FUNCTION = "hf_ingest_set_duplicates"
 RECORD_LAYOUT_FUNCTION = "hf_ingest_record_layout"  # supabase/migrations/20261203000000_keep_datasets_current.sql
 REMOVE_SCENES_FUNCTION = "hf_ingest_remove_scenes"
+RESERVE_SHARD_ROWS_FUNCTION = "hf_ingest_reserve_shard_rows"  # supabase/migrations/20261203120000_shard_split.sql
+SPLIT_SHARD_FUNCTION = "hf_ingest_split_shard"
 KNOWN_FILES_PER_CALL = 100
 LAYOUT_ROWS_PER_CALL = 1000  # Supabase's default `max-rows`: a layout longer than that is read in pages
 SCENE_HASHES_PER_CALL = 100_000  # one JSON value of ~10 MB per call
@@ -354,6 +356,18 @@ class SupabaseJobStore:
         )
         return _shard(response.data[0]) if response.data else None
 
+    def reserve_shard_rows(self, job_id: uuid.UUID, shard: int, upto: int) -> int:
+        params = {"p_job_id": str(job_id), "p_shard": shard, "p_upto": upto}
+        reserved = _call(lambda: self.client.rpc(RESERVE_SHARD_ROWS_FUNCTION, params).execute()).data
+        if reserved is None:
+            raise KeyError(f"job {job_id} has no shard {shard}")
+        return int(reserved)
+
+    def split_shard(self, job_id: uuid.UUID, shard: int, at: int, end_row: int) -> Shard | None:
+        params = {"p_job_id": str(job_id), "p_shard": shard, "p_at": at, "p_end_row": end_row}
+        rows = _call(lambda: self.client.rpc(SPLIT_SHARD_FUNCTION, params).execute()).data or []
+        return _shard(rows[0]) if rows else None
+
 
 def _files_json(layout: SplitLayout) -> list[dict[str, Any]]:
     return [{"name": f.name, "content_id": f.content_id, "rows": f.rows, "first_row": f.first_row, "done": f.done,
@@ -387,7 +401,7 @@ def _shard(row: dict[str, Any]) -> Shard:
         job_id=uuid.UUID(row["job_id"]), shard=int(row["shard"]), first_row=int(row["first_row"]),
         end_row=int(row["end_row"]), status=ShardStatus(row["status"]), checkpoint=int(row.get("checkpoint") or 0),
         counts=row.get("counts") or {}, attempts=int(row.get("attempts") or 0), flow_run_id=row.get("flow_run_id"),
-        error=row.get("error"),
+        error=row.get("error"), reserved_row=None if row.get("reserved_row") is None else int(row["reserved_row"]),
     )
 
 

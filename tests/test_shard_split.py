@@ -1,0 +1,188 @@
+"""Splitting a running shard (work stealing): a run reserves its rows a step ahead of reading them, another
+cuts the shard after what it reserved and takes the rest. On SQLite, PostgreSQL and the Supabase migration's
+functions, with the reading run and the cutting run in two threads at once: every row is read exactly once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+import sqlalchemy as sa
+
+from hf_ingest.jobstore import Shard, ShardStatus
+from hf_ingest.jobstore.sql import SqlJobStore, make_engine
+from hf_ingest.jobstore.supabase import RESERVE_SHARD_ROWS_FUNCTION, SPLIT_SHARD_FUNCTION
+from hf_ingest.shards import RowLease, lease_step, plan_shards, split_point
+from tests.test_jobstore_sql import _apply_migrations, _fresh_database
+from tests.test_sync_layout import MigrationFunctions
+
+
+class ShardFunctions(MigrationFunctions):
+    """The SQL store on the Supabase migrations' database, its reservations and cuts made by the migration's
+    functions with the arguments the Supabase store sends over PostgREST."""
+
+    def reserve_shard_rows(self, job_id: uuid.UUID, shard: int, upto: int) -> int:
+        return int(self._call(RESERVE_SHARD_ROWS_FUNCTION, {"p_job_id": str(job_id), "p_shard": shard, "p_upto": upto}))
+
+    def split_shard(self, job_id: uuid.UUID, shard: int, at: int, end_row: int) -> Shard | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.text(f"select * from {SPLIT_SHARD_FUNCTION}(:j, :s, :a, :e)"),
+                               {"j": str(job_id), "s": shard, "a": at, "e": end_row}).mappings().first()
+        return None if row is None else Shard(job_id=row["job_id"], shard=row["shard"], first_row=row["first_row"],
+                                              end_row=row["end_row"], status=ShardStatus(row["status"]))
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "supabase-functions"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlJobStore]:
+    if request.param == "sqlite":
+        store = SqlJobStore.from_url(f"sqlite:///{tmp_path / 'jobs.db'}")
+    elif request.param == "postgresql":
+        store = SqlJobStore.from_url(_fresh_database(request.getfixturevalue("postgres_url")))
+    else:
+        engine = make_engine(_fresh_database(request.getfixturevalue("postgres_url")))
+        _apply_migrations(engine)
+        store = ShardFunctions(engine)
+    yield store
+    store.engine.dispose()
+
+
+def _running_shard(store: SqlJobStore, rows: int = 1000) -> uuid.UUID:
+    job = uuid.uuid4()
+    store.create_job(job, {"dataset": "o/n"})
+    store.add_shards(plan_shards(job, [(0, rows)], 1))
+    store.update_shard(job, 0, status=ShardStatus.PENDING, attempt=True)
+    assert store.claim_shard(job, 0, 1, "child-run") is not None
+    return job
+
+
+def test_a_cut_goes_after_what_the_run_reserved_and_the_run_then_reads_only_to_it(store: SqlJobStore) -> None:
+    job = _running_shard(store)
+    assert store.reserve_shard_rows(job, 0, 100) == 100
+    assert store.reserve_shard_rows(job, 0, 60) == 100  # never less than it holds
+    assert store.split_shard(job, 0, 80, 1000) is None  # inside what the run holds: refused
+    assert store.split_shard(job, 0, 500, 999) is None  # the shard does not end there (moved on): refused
+    piece = store.split_shard(job, 0, 500, 1000)
+    assert piece is not None and (piece.shard, piece.first_row, piece.end_row, piece.status) == (
+        1, 500, 1000, ShardStatus.PENDING)
+    assert store.reserve_shard_rows(job, 0, 800) == 500  # the rest went to the piece
+    shards = store.list_shards(job)
+    assert [(s.shard, s.first_row, s.end_row, s.reserved_row) for s in shards] == [(0, 0, 500, 500), (1, 500, 1000, None)]
+    assert store.split_shard(job, 1, 700, 1000) is None  # a pending piece is nobody's yet: not cut
+    store.update_shard(job, 0, status=ShardStatus.COMPLETED)
+    assert store.split_shard(job, 0, 400, 500) is None  # nor a finished one
+
+
+def test_a_run_reading_while_another_cuts_its_shard_reads_every_row_once(store: SqlJobStore) -> None:
+    """The reading run leases its rows in steps of 7 in one thread; the other thread cuts the shard again and
+    again, as a parent with nothing left to do does. The rows read and the pieces cover the split exactly."""
+    rows = 3000
+    job = _running_shard(store, rows)
+    lease = RowLease(lambda upto: store.reserve_shard_rows(job, 0, upto), 0, rows, step=7)
+    read: list[int] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        row = 0
+        while row < lease(row + 1):
+            read.append(row)
+            row += 1
+        done.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    pieces: list[Shard] = []
+    while not done.is_set():
+        current = store.list_shards(job)[0]
+        at = split_point(current, 1)
+        if at is not None and (piece := store.split_shard(job, 0, at, current.end_row)) is not None:
+            pieces.append(piece)
+    thread.join()
+    assert pieces, "no cut was made while the run read"
+    final = store.list_shards(job)
+    assert read == list(range(final[0].end_row)) and lease.end_row == final[0].end_row
+    covered = sorted([(0, final[0].end_row)] + [(p.first_row, p.end_row) for p in pieces])
+    assert covered[0][0] == 0 and covered[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:], strict=False))  # contiguous, no overlap
+
+
+def test_a_lease_asks_a_step_ahead_and_stops_at_a_cut() -> None:
+    asked: list[int] = []
+    end = {"row": 100}
+
+    def reserve(upto: int) -> int:
+        asked.append(upto)
+        return min(upto, end["row"])
+
+    lease = RowLease(reserve, 10, 100, step=25)
+    assert lease(12) == 35 and lease(30) == 35 and asked == [35]  # one call per step, not per read
+    end["row"] = 50  # another run took rows 50-99
+    assert lease(40) == 50 and lease.end_row == 50
+    assert lease(60) == 50 and asked == [35, 60]  # cut: never asks again
+
+
+@pytest.mark.parametrize(("shard", "min_rows", "expected"), [
+    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=300), 10, 600),
+    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=800), 10, 800),
+    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=995), 10, None),
+    (Shard(uuid.uuid4(), 0, 100, 200, ShardStatus.RUNNING), 10, 150),  # nothing read yet: half of it
+    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=900, reserved_row=950), 64, None),
+])
+def test_the_cut_halves_what_is_not_done_after_what_is_reserved(shard: Shard, min_rows: int, expected: int | None) -> None:
+    assert split_point(shard, min_rows) == expected
+
+
+def test_the_lease_step_is_about_a_batch() -> None:
+    assert lease_step(8192, 64 * 2**20, 1500) == 8192  # small images: the batch's rows
+    assert lease_step(8192, 64 * 2**20, 2 * 2**20) == 32  # 2 MB photos: what fits in a batch's bytes
+    assert lease_step(8192, 64 * 2**20, 0) == 8192  # unknown size
+
+
+def test_the_supabase_store_reserves_and_cuts_through_the_migrations_functions() -> None:
+    from hf_ingest.jobstore.supabase import SupabaseJobStore
+
+    job = uuid.uuid4()
+    piece = {"job_id": str(job), "shard": 3, "first_row": 500, "end_row": 1000, "status": "pending", "checkpoint": 0,
+             "counts": {}, "attempts": 0, "flow_run_id": None, "error": None, "reserved_row": None}
+    store = SupabaseJobStore.from_credentials("https://ref.supabase.co", "service-role-key-0123456789")
+    with respx.mock(base_url="https://ref.supabase.co/rest/v1") as api:
+        reserve = api.post(f"/rpc/{RESERVE_SHARD_ROWS_FUNCTION}").mock(return_value=httpx.Response(200, json=420))
+        split = api.post(f"/rpc/{SPLIT_SHARD_FUNCTION}").mock(
+            side_effect=[httpx.Response(200, json=[piece]), httpx.Response(200, json=[])])
+        assert store.reserve_shard_rows(job, 1, 400) == 420
+        cut = store.split_shard(job, 1, 500, 1000)
+        assert cut is not None and (cut.shard, cut.first_row, cut.end_row, cut.status) == (3, 500, 1000, ShardStatus.PENDING)
+        assert store.split_shard(job, 1, 500, 1000) is None
+    assert json.loads(reserve.calls.last.request.content) == {"p_job_id": str(job), "p_shard": 1, "p_upto": 400}
+    assert json.loads(split.calls[0].request.content) == {"p_job_id": str(job), "p_shard": 1, "p_at": 500, "p_end_row": 1000}
+
+
+def test_a_stream_with_a_lease_reads_to_the_cut_and_ends_there(tmp_path: Path) -> None:
+    """The stream asks the lease before each chunk it reads: a cut made while it reads ends it at the cut, its
+    `end_row` says so (the shard's checkpoint when it completes), and the piece reads the rest."""
+    from hf_ingest.hub_formats import encode_image, write_parquet_dataset
+    from hf_ingest.source import DatasetRequest, open_dataset
+
+    rows = [{"image": encode_image((8, 8), "PNG", color=(i, 0, 0)), "i": i} for i in range(90)]
+    folder = write_parquet_dataset(tmp_path / "ds", rows, shards=2, row_group_size=10)
+    shard = {"end": 90, "reserved": 0}
+
+    def reserve(upto: int) -> int:  # as the stores do it
+        shard["reserved"] = max(shard["reserved"], min(upto, shard["end"]))
+        return shard["reserved"]
+
+    stream = open_dataset(DatasetRequest(str(folder))).rows_between(0, 90, RowLease(reserve, 0, 90, step=10))
+    read: list[int] = []
+    for batch in stream.batches(10, 2**20):
+        read += [row.row_index for row in batch]
+        if len(read) == 20:
+            assert shard["reserved"] <= 57  # a cut goes after what is reserved
+            shard["end"] = 57  # the parent takes rows 57-89
+    assert read == list(range(57)) and stream.end_row == 57
+    rest = open_dataset(DatasetRequest(str(folder))).rows_between(57, 90)
+    assert [row.row_index for batch in rest.batches(10, 2**20) for row in batch] == list(range(57, 90))

@@ -171,7 +171,7 @@ async def import_in_shards(
     if not shards:  # a resumed job already has its shards (kept as they were planned)
         planned = plan_shards(job_id, ranges if ranges is not None else [(0, stream.rows_to_read or 0)], count)
         shards = await from_jobs_db(lambda: store.add_shards(planned))
-    log.info("plan", "import sharded", shards=len(shards), rows=shards[-1].end_row,
+    log.info("plan", "import sharded", shards=len(shards), rows=max(s.end_row for s in shards),
              done=sum(1 for s in shards if s.status is ShardStatus.COMPLETED))
     params = {"dataset": request.dataset, "revision": stream.revision or request.revision, "config": request.config,
               "split": request.split, "image_column": request.image_column, "limit": request.limit}

@@ -7,49 +7,17 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import respx
-import sqlalchemy as sa
 
 from hf_ingest.jobstore import Shard, ShardStatus
-from hf_ingest.jobstore.sql import SqlJobStore, make_engine
+from hf_ingest.jobstore.sql import SqlJobStore
 from hf_ingest.jobstore.supabase import RESERVE_SHARD_ROWS_FUNCTION, SPLIT_SHARD_FUNCTION
 from hf_ingest.shards import RowLease, lease_step, plan_shards, split_point
-from tests.test_jobstore_sql import _apply_migrations, _fresh_database
-from tests.test_sync_layout import MigrationFunctions
-
-
-class ShardFunctions(MigrationFunctions):
-    """The SQL store on the Supabase migrations' database, its reservations and cuts made by the migration's
-    functions with the arguments the Supabase store sends over PostgREST."""
-
-    def reserve_shard_rows(self, job_id: uuid.UUID, shard: int, upto: int) -> int:
-        return int(self._call(RESERVE_SHARD_ROWS_FUNCTION, {"p_job_id": str(job_id), "p_shard": shard, "p_upto": upto}))
-
-    def split_shard(self, job_id: uuid.UUID, shard: int, at: int, end_row: int) -> Shard | None:
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.text(f"select * from {SPLIT_SHARD_FUNCTION}(:j, :s, :a, :e)"),
-                               {"j": str(job_id), "s": shard, "a": at, "e": end_row}).mappings().first()
-        return None if row is None else Shard(job_id=row["job_id"], shard=row["shard"], first_row=row["first_row"],
-                                              end_row=row["end_row"], status=ShardStatus(row["status"]))
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "supabase-functions"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlJobStore]:
-    if request.param == "sqlite":
-        store = SqlJobStore.from_url(f"sqlite:///{tmp_path / 'jobs.db'}")
-    elif request.param == "postgresql":
-        store = SqlJobStore.from_url(_fresh_database(request.getfixturevalue("postgres_url")))
-    else:
-        engine = make_engine(_fresh_database(request.getfixturevalue("postgres_url")))
-        _apply_migrations(engine)
-        store = ShardFunctions(engine)
-    yield store
-    store.engine.dispose()
+from tests.test_sync_layout import store  # noqa: F401 (fixture: SQLite, PostgreSQL, the Supabase functions)
 
 
 def _running_shard(store: SqlJobStore, rows: int = 1000) -> uuid.UUID:

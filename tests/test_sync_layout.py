@@ -13,11 +13,25 @@ import pytest
 import sqlalchemy as sa
 
 from hf_ingest.jobstore import SplitKey
-from hf_ingest.jobstore.model import Expected, LayoutChanged, LayoutFile, LayoutWrites, RowMove, Scene, SceneHash, SceneWrites, SplitLayout
+from hf_ingest.jobstore.model import (
+    Expected,
+    LayoutChanged,
+    LayoutFile,
+    LayoutWrites,
+    RowMove,
+    Scene,
+    SceneHash,
+    SceneWrites,
+    Shard,
+    ShardStatus,
+    SplitLayout,
+)
 from hf_ingest.jobstore.sql import SqlJobStore, make_engine
 from hf_ingest.jobstore.supabase import (
     RECORD_LAYOUT_FUNCTION,
     REMOVE_SCENES_FUNCTION,
+    RESERVE_SHARD_ROWS_FUNCTION,
+    SPLIT_SHARD_FUNCTION,
     record_layout_params,
     remove_scenes_params,
 )
@@ -27,8 +41,8 @@ SPLIT = SplitKey("owner/name", "default", "train", "image")
 
 
 class MigrationFunctions(SqlJobStore):
-    """The SQL store on a database made by the Supabase migrations, its sync writes done by the migration's
-    functions with the arguments the Supabase store sends them over PostgREST."""
+    """The SQL store on a database made by the Supabase migrations, its sync writes and shard cuts done by the
+    migrations' functions with the arguments the Supabase store sends them over PostgREST."""
 
     def _call(self, function: str, params: dict[str, Any]) -> Any:
         names = ", ".join(f"{name} => :{name}" for name in params)
@@ -61,6 +75,16 @@ class MigrationFunctions(SqlJobStore):
             row = conn.execute(sa.text("select * from hf_ingest_upsert_scenes(cast(:scenes as jsonb))"),
                                {"scenes": json.dumps(payload)}).one()
         return SceneWrites(int(row.inserted), int(row.updated), int(row.backfilled))
+
+    def reserve_shard_rows(self, job_id: uuid.UUID, shard: int, upto: int) -> int:
+        return int(self._call(RESERVE_SHARD_ROWS_FUNCTION, {"p_job_id": str(job_id), "p_shard": shard, "p_upto": upto}))
+
+    def split_shard(self, job_id: uuid.UUID, shard: int, at: int, end_row: int) -> Shard | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.text(f"select * from {SPLIT_SHARD_FUNCTION}(:j, :s, :a, :e)"),
+                               {"j": str(job_id), "s": shard, "a": at, "e": end_row}).mappings().first()
+        return None if row is None else Shard(job_id=row["job_id"], shard=row["shard"], first_row=row["first_row"],
+                                              end_row=row["end_row"], status=ShardStatus(row["status"]))
 
     def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
         page = self._call("hf_ingest_scene_hashes", {"p_dataset": split.dataset, "p_config": split.config,

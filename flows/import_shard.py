@@ -14,10 +14,10 @@ The story, top to bottom:
      first to claim it in `job_shards` (its child run, or the parent); the other lets it go;
   4. each run reads its shard's rows from the checkpoint on (a child opens the dataset at the parent's
      commit), runs the same `ingest-batch` tasks, and keeps its row in `job_shards` up to date;
-  5. once nothing waits for a worker, the parent takes the second half of what a running shard has not
-     done yet (its run reserves rows a step ahead of reading them; the cut is made after them), a new
-     shard it imports itself: a child run that started late, or goes slower, no longer leaves the
-     parent's core idle at the end (hf_ingest/shards.py);
+  5. once its own rows are read and nothing waits for a worker, the parent takes the end of what a running
+     shard has not done yet, so that both have as much left (its run reserves rows a step ahead of reading
+     them; the cut is made after them), a new shard it imports itself: a child run that started late, or
+     goes slower, no longer leaves the parent's core idle at the end (hf_ingest/shards.py);
   6. meanwhile the parent sums the shards into `jobs.progress` (one writer per job) and the progress
      artifact; a shard that fails (here or in a child) or whose child crashes is started again as a
      child run, and only a shard out of attempts (SHARD_ATTEMPTS) fails the job, naming the shard.
@@ -110,9 +110,11 @@ async def hf_ingest_shard(
         return await import_shard_rows(job_id, claimed, await asyncio.to_thread(open_source, request))
 
 
-async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStream) -> dict[str, Any]:
+async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStream,
+                            read: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """A shard's rows of the opened `split`, from its checkpoint on, in this process (a child run, or the
-    parent); its `job_shards` row says how far it got. The caller has claimed the shard."""
+    parent); its `job_shards` row says how far it got. The caller has claimed the shard. `read`: called
+    (from a thread) once its rows are read, while its last batches finish."""
     settings = get_settings()
     store = runtime.job_store()
     start = record.first_row + record.checkpoint
@@ -126,7 +128,7 @@ async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStre
     source = SceneSource.for_stream(job_id, stream, settings.public_base_url)
     reader = ImageReader.for_stream(stream, settings.max_image_pixels, settings.derivative_sizes)
     with runtime.long_lived_objects_frozen():
-        await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress)
+        await asyncio.to_thread(ingest_stream, stream, source, reader, reporter, progress, read)
     counts = progress.as_dict()
     done = (stream.end_row if stream.end_row is not None else record.end_row) - record.first_row  # less if cut
     await from_jobs_db(lambda: store.update_shard(job_id, record.shard, status=ShardStatus.COMPLETED, counts=counts,
@@ -135,7 +137,7 @@ async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStre
 
 
 def shard_lease_step(split: DatasetStream) -> int:
-    """Rows a shard's run reserves at a time, and the smallest piece another run splits off: about a batch."""
+    """Rows a shard's run reserves at a time, and the smallest piece another run splits off (`lease_step`)."""
     settings = get_settings()
     rows = split.total_rows or 0
     return lease_step(settings.batch_size, settings.batch_max_bytes, split.bytes_of(rows) / rows if rows else 0)
@@ -227,8 +229,10 @@ class ParentShare:
     has cores, and the waiting parent holds one of them: without this, one machine would run the other shards
     one at a time beside an idle parent.) A child run still Scheduled is cancelled first; only if Prefect
     accepts (no worker took it meanwhile) does the parent claim and import its shard. With none waiting, it
-    splits off the rest of the running shard with the most left (`split_point`) and imports that piece
-    (`start`: as a shard of its own, retried as a child run if it fails here)."""
+    splits off the end of the running shard with the most left (`split_point`) and imports that piece
+    (`start`: as a shard of its own, retried as a child run if it fails here). It goes on as soon as a shard
+    of its own is read, while that shard's last batches finish (the process's MAX_IN_FLIGHT_BATCHES are
+    shared): so the two runs end together, not a batch window apart."""
 
     def __init__(self, job_id: uuid.UUID, split: DatasetStream, run_id: str,
                  start: Callable[[Shard, bool], asyncio.Task[None]], min_piece: int) -> None:
@@ -243,27 +247,36 @@ class ParentShare:
         self.waiting: dict[int, tuple[int, uuid.UUID]] = {}  # shard -> (attempt, its child run), while it runs
         self.taken: set[tuple[int, int]] = set()  # (shard, attempt) imported here instead of by its child run
         self._outcomes: dict[tuple[int, int], asyncio.Future[str | None]] = {}
-        self._first_done = asyncio.Event()
+        self._first_done = asyncio.Event()  # the first shard is read (its last batches may still run)
+        self._read: dict[int, asyncio.Event] = {}  # pieces split off: read through
 
     def outcome(self, shard: int, attempt: int) -> asyncio.Future[str | None]:
         """How this process's import of the shard's attempt ended: None if it completed, else the error."""
         return self._outcomes.setdefault((shard, attempt), asyncio.get_running_loop().create_future())
 
     async def run(self, shard: int, attempt: int) -> str | None:
-        """Claim the shard's attempt and import it here; the error, or None once it is done."""
+        """Claim the shard's attempt and import it here; the error, or None once it is done. Once its rows are
+        read, the parent goes on to more (`take_what_waits`) while its last batches finish."""
+        loop = asyncio.get_running_loop()
+        done_reading = self._read.get(shard, self._first_done)
+
+        def read() -> None:
+            loop.call_soon_threadsafe(done_reading.set)
+
         store = runtime.job_store()
         error = None
         try:
             claimed = await from_jobs_db(lambda: store.claim_shard(self.job_id, shard, attempt, self.run_id))
             if claimed is None:
                 raise PermanentIngestError(f"shard {shard}, attempt {attempt}: taken by another run")
-            await import_shard_rows(self.job_id, claimed, self.split)
+            await import_shard_rows(self.job_id, claimed, self.split, read)
         except Exception as exc:  # noqa: BLE001 - the shard goes on in a child run, from its checkpoint
             error = redact(f"{type(exc).__name__}: {exc}", get_settings().secret_values())
             self.failed_here.add(shard)
             await from_jobs_db(lambda: store.update_shard(self.job_id, shard, status=ShardStatus.FAILED, error=error[:2000]))
         finally:
             self._first_done.set()
+            done_reading.set()
         self.outcome(shard, attempt).set_result(error)
         return error
 
@@ -304,8 +317,10 @@ class ParentShare:
             # a shard that failed before is left to its own retries: a piece of it might fail the same way
             running = [s for s in shards if s.status is ShardStatus.RUNNING and s.flow_run_id != self.run_id
                        and s.error is None]
+            backlog = sum(s.end_row - s.first_row - s.checkpoint for s in shards  # this process's last batches
+                          if s.status is ShardStatus.RUNNING and s.flow_run_id == self.run_id)
             for shard in sorted(running, key=lambda s: s.end_row - s.first_row - s.checkpoint, reverse=True):
-                at = split_point(shard, self.min_piece)
+                at = split_point(shard, self.min_piece, backlog)
                 if at is None:
                     continue
                 try:
@@ -316,8 +331,11 @@ class ParentShare:
                     continue
                 run_log().info("plan", "rest of a running shard split off, imported by the parent",
                                shard=shard.shard, piece=piece.shard, first_row=piece.first_row, end_row=piece.end_row)
-                with suppress(Exception):  # its outcome is read with the other runs'
-                    await self.start(piece, True)
+                read = self._read[piece.shard] = asyncio.Event()
+                importing = self.start(piece, True)  # its outcome is read with the other runs'
+                self.splitting = False
+                # on to the next piece once this one is read, while its last batches finish
+                await asyncio.wait([importing, asyncio.ensure_future(read.wait())], return_when=asyncio.FIRST_COMPLETED)
                 return True
             return False
         finally:

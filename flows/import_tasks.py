@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -103,13 +104,25 @@ def _write_gate(shared_writes: bool) -> Any:
 _WRITE_SLOTS = WriteSlots(list(WRITE_LIMITS))  # one per process: its renewal thread serves every batch
 
 
+_SLOTS: dict[int, threading.Semaphore] = {}
+_SLOTS_LOCK = threading.Lock()
+
+
+def _batches_in_flight(limit: int) -> threading.Semaphore:
+    """The process's MAX_IN_FLIGHT_BATCHES, shared by the streams it imports at once (a shard's last batches
+    finishing while the next shard's first are read): memory stays that of one stream."""
+    with _SLOTS_LOCK:
+        return _SLOTS.setdefault(limit, threading.Semaphore(limit))
+
+
 def ingest_stream(
     stream: DatasetStream, source: SceneSource, reader: ImageReader, reporter: ProgressReporter,
-    progress: IngestProgress,
+    progress: IngestProgress, read: Callable[[], None] = lambda: None,
 ) -> IngestProgress:
-    """Read the stream into `ingest-batch` tasks, at most MAX_IN_FLIGHT_BATCHES at once (memory stays flat),
-    and count each batch into `progress` as it finishes, oldest first. A batch out of retries fails the
-    run, its rows counted.
+    """Read the stream into `ingest-batch` tasks, at most MAX_IN_FLIGHT_BATCHES at once in this process (memory
+    stays flat), and count each batch into `progress` as it finishes, oldest first. A batch out of retries
+    fails the run, its rows counted. `read` is called once the stream is read through, before its last
+    batches finish (the parent of a sharded import then starts on more).
 
     A deployment run's writes take slots of the global limits. The task threads share this thread's
     Prefect client: each task run would otherwise build its own, with TLS contexts (~70 ms of CPU per
@@ -119,6 +132,7 @@ def ingest_stream(
     settings = get_settings()
     shared_writes = is_deployment_run()
     in_flight: deque[tuple[PrefectFuture[BatchOutcome], int, int]] = deque()
+    slots = _batches_in_flight(settings.max_in_flight_batches)
 
     def count_oldest() -> None:
         future, rows_in_batch, last_row = in_flight.popleft()
@@ -128,9 +142,25 @@ def ingest_stream(
             progress.failed += rows_in_batch
             reporter.report_now(progress)
             raise
+        finally:
+            slots.release()
         # Everything before the batch's last row is done (its last row may continue in the next batch).
         progress.next_row = last_row
         reporter.maybe_report(progress)
+
+    held = [False]  # a slot taken for the next batch, not yet used
+
+    def take_slot() -> None:
+        """A slot for the next batch: the oldest batches finish until one is free (with none of this stream's
+        in flight, it waits for another stream's of this process)."""
+        while not slots.acquire(blocking=not in_flight):
+            count_oldest()
+        held[0] = True
+
+    def release_held() -> None:
+        if held[0]:
+            held[0] = False
+            slots.release()
 
     def finish_in_flight() -> None:
         """The stream failed: the batches already read still finish and count, so the checkpoint keeps them."""
@@ -143,17 +173,26 @@ def ingest_stream(
 
     with SyncClientContext.get_or_create():  # task threads copy this context, client included
         try:
-            for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
-                in_flight.append(
-                    (ingest_rows.submit(quote(rows), source, reader, shared_writes), len(rows), rows[-1].row_index)
-                )
-                if len(in_flight) >= settings.max_in_flight_batches:
-                    count_oldest()
-        except Exception:
-            finish_in_flight()
-            raise
-        while in_flight:
-            count_oldest()
+            try:
+                take_slot()
+                for rows in stream.batches(settings.batch_size, settings.batch_max_bytes):
+                    in_flight.append(
+                        (ingest_rows.submit(quote(rows), source, reader, shared_writes), len(rows), rows[-1].row_index)
+                    )
+                    held[0] = False  # the batch has its slot
+                    take_slot()  # before the next batch is read
+            except Exception:
+                release_held()
+                finish_in_flight()
+                raise
+            release_held()
+            read()
+            while in_flight:
+                count_oldest()
+        finally:  # stopped (cancelled, interrupted): what it held goes back, or the process's next stream waits
+            release_held()
+            for _ in range(len(in_flight)):
+                slots.release()
     progress.next_row = stream.end_row if stream.end_row is not None else progress.next_row
     return progress
 

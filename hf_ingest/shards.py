@@ -12,9 +12,10 @@ are worth sharing out long before their row count is), and never more than MAX_S
 runs for an import, not thousands (the Prefect server struggles past a few thousand runs at once).
 
 Shards are cut even, but their runs do not start together (a child run starts seconds after its parent)
-nor go at one speed. A run that has finished (the parent) takes the second half of what another has not
-done yet (`split_point`): the other run reads no row it has not reserved (`RowLease`, a step ahead of
-reading), and the cut is made only after what it reserved, so no row is read twice or left unread.
+nor go at one speed. A run that has read all of its own (the parent) takes the end of what another has not
+done yet, so that both have as much left (`split_point`): the other run reads no row it has not reserved
+(`RowLease`, a step ahead of reading), and the cut is made only after what it reserved, so no row is read
+twice or left unread.
 """
 
 from __future__ import annotations
@@ -103,19 +104,20 @@ class RowLease:
         return self.granted
 
 
-def split_point(shard: Shard, min_rows: int) -> int | None:
-    """Where a run with nothing left to do cuts a running `shard` to take its rest: halfway through what the
-    shard's run has not done yet (from its checkpoint), never before what it has reserved; None if the rest
-    would be under `min_rows` (not worth a piece)."""
+def split_point(shard: Shard, min_rows: int, backlog: int = 0) -> int | None:
+    """Where a run cuts a running `shard` to take its rest, with `backlog` rows of its own still to finish:
+    so that both have as many rows left (half of what the shard's run has not done, from its checkpoint, less
+    half the backlog), never before what that run has reserved; None if the piece would be under `min_rows`
+    (not worth one)."""
     done = shard.first_row + shard.checkpoint
     held = shard.reserved_row if shard.reserved_row is not None else shard.first_row
-    at = max(held, done + (shard.end_row - done + 1) // 2, shard.first_row + 1)
+    at = max(held, done + (shard.end_row - done + backlog + 1) // 2, shard.first_row + 1)
     return at if shard.end_row - at >= max(1, min_rows) else None
 
 
 def lease_step(batch_size: int, batch_max_bytes: int, bytes_per_row: float) -> int:
-    """A run's lease step, and the smallest piece worth splitting off: one batch's rows (fewer for large
-    images, whose batches close at `batch_max_bytes`)."""
-    if bytes_per_row <= 0:
-        return batch_size
-    return max(1, min(batch_size, int(batch_max_bytes // bytes_per_row)))
+    """A run's lease step, and the smallest piece worth splitting off: a quarter of a batch's rows (a batch of
+    large images closes at `batch_max_bytes`). Small: when the parent's rows are read, the child's piece to
+    take is a few seconds of work, and its run holds a step more than it has read."""
+    rows = batch_size if bytes_per_row <= 0 else min(batch_size, int(batch_max_bytes // bytes_per_row))
+    return max(1, rows // 4)

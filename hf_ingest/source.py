@@ -46,6 +46,7 @@ from hf_ingest.transient import PermanentIngestError, is_transient
 logger = logging.getLogger("hf_ingest.source")
 
 STREAM_READ_ATTEMPTS = 8  # consecutive failures of the Hub while streaming, before the import fails
+TAIL_BATCH_MIN_ROWS = 256  # a batch is a Prefect task (~80 ms of CPU): a shard's last ones stay this big
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ class DatasetStream:
         limit = min(limits) if limits else None
         if limit is not None and row_index >= limit:
             return
+        rows_per_batch = batch_size
         try:
             for table in self._chunks_resumed():
                 if self.lease is not None:  # another run may have taken the shard's rest
@@ -218,12 +220,14 @@ class DatasetStream:
                             break
                 if limit is not None and row_index + table.num_rows > limit:
                     table = table.slice(0, max(0, limit - row_index))
+                if self.lease is not None and limit is not None:
+                    rows_per_batch = tail_batch_rows(batch_size, limit - row_index)
                 for row in self._image_rows(table, row_index):
                     if self.only is not None and not _within(self.only, row.row_index):
                         continue
                     batch.append(row)
                     size += min(row.size, self.max_image_bytes)
-                    if len(batch) >= batch_size or size >= max_bytes:
+                    if len(batch) >= rows_per_batch or size >= max_bytes:
                         yield batch
                         batch, size = [], 0
                 row_index += table.num_rows
@@ -297,6 +301,13 @@ class DatasetStream:
                     self.request.dataset, type(exc).__name__, str(exc)[:200], delay, failures + 1, STREAM_READ_ATTEMPTS,
                 )
                 self.sleep(delay)
+
+
+def tail_batch_rows(batch_size: int, rows_left: int) -> int:
+    """A shard's batch size with `rows_left` rows of it to read: its last rows go in smaller batches (down to an
+    eighth, never under TAIL_BATCH_MIN_ROWS), so that its last batches in flight are little of it and the rows
+    after them can still be split off to a run that has finished (flows/import_shard.py)."""
+    return max(min(batch_size, TAIL_BATCH_MIN_ROWS), batch_size // 8, min(batch_size, rows_left // 4))
 
 
 def _within(ranges: Sequence[tuple[int, int]], row: int) -> bool:

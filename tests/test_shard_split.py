@@ -105,10 +105,18 @@ def test_the_cut_halves_what_is_not_done_after_what_is_reserved(shard: Shard, mi
     assert split_point(shard, min_rows) == expected
 
 
-def test_the_lease_step_is_about_a_batch() -> None:
-    assert lease_step(8192, 64 * 2**20, 1500) == 8192  # small images: the batch's rows
-    assert lease_step(8192, 64 * 2**20, 2 * 2**20) == 32  # 2 MB photos: what fits in a batch's bytes
-    assert lease_step(8192, 64 * 2**20, 0) == 8192  # unknown size
+def test_a_run_with_batches_of_its_own_still_running_takes_less() -> None:
+    """The parent cuts as soon as its own rows are read: its last batches count, so both end with as much left."""
+    shard = Shard(uuid.uuid4(), 1, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=300)
+    at = split_point(shard, 10, backlog=200)
+    assert at == 700 and 1000 - at + 200 == at - 200  # the parent: 300 + its 200; the child: 500
+    assert split_point(shard, 10, backlog=800) is None  # the parent has more left than the child
+
+
+def test_the_lease_step_is_a_quarter_of_a_batch() -> None:
+    assert lease_step(8192, 64 * 2**20, 1500) == 2048  # small images: of the batch's rows
+    assert lease_step(8192, 64 * 2**20, 2 * 2**20) == 8  # 2 MB photos: of what fits in a batch's bytes
+    assert lease_step(8192, 64 * 2**20, 0) == 2048  # unknown size
 
 
 def test_the_supabase_store_reserves_and_cuts_through_the_migrations_functions() -> None:
@@ -154,3 +162,21 @@ def test_a_stream_with_a_lease_reads_to_the_cut_and_ends_there(tmp_path: Path) -
     assert read == list(range(57)) and stream.end_row == 57
     rest = open_dataset(DatasetRequest(str(folder))).rows_between(57, 90)
     assert [row.row_index for batch in rest.batches(10, 2**20) for row in batch] == list(range(57, 90))
+
+
+def test_a_shards_last_rows_go_in_smaller_batches(tmp_path: Path) -> None:
+    """So that its last batches in flight are little of it: what is after them can still be split off."""
+    from hf_ingest.hub_formats import encode_image, write_parquet_dataset
+    from hf_ingest.source import DatasetRequest, open_dataset, tail_batch_rows
+
+    assert [tail_batch_rows(8192, left) for left in (100_000, 32_768, 16_000, 4_000, 1_000, 0)] == [
+        8192, 8192, 4000, 1024, 1024, 1024]
+    assert tail_batch_rows(1024, 100) == 256 and tail_batch_rows(64, 10) == 64  # never tasks of a few rows
+    rows = [{"image": encode_image((4, 4), "PNG", color=(i % 256, 0, 0)), "i": i} for i in range(4000)]
+    folder = write_parquet_dataset(tmp_path / "ds", rows, shards=1, row_group_size=500)
+    whole = open_dataset(DatasetRequest(str(folder)))
+    assert [len(b) for b in whole.batches(2048, 2**30)] == [2048, 1952]  # not a shard: as before
+    leased = open_dataset(DatasetRequest(str(folder))).rows_between(0, 4000, RowLease(lambda upto: upto, 0, 4000, 8))
+    sizes = [len(b) for b in leased.batches(2048, 2**30)]
+    assert sum(sizes) == 4000 and sizes[0] == 1000 and sizes == sorted(sizes, reverse=True)
+    assert min(sizes[:-1]) >= 256 and len(sizes) > 4

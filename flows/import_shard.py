@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any
 
 from prefect import flow
@@ -335,7 +334,9 @@ class ParentShare:
                 importing = self.start(piece, True)  # its outcome is read with the other runs'
                 self.splitting = False
                 # on to the next piece once this one is read, while its last batches finish
-                await asyncio.wait([importing, asyncio.ensure_future(read.wait())], return_when=asyncio.FIRST_COMPLETED)
+                reading = asyncio.ensure_future(read.wait())
+                await asyncio.wait([importing, reading], return_when=asyncio.FIRST_COMPLETED)
+                reading.cancel()
                 return True
             return False
         finally:
@@ -346,8 +347,12 @@ class ParentShare:
         self.stopping = True
         if not self.splitting:
             helper.cancel()
-        with suppress(asyncio.CancelledError):
+        try:
             await helper
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - it only helps; a piece it cut and did not start is found after
+            run_log().warning("plan", "the parent's help with waiting shards stopped", error=f"{type(exc).__name__}: {exc}")
 
 
 async def _still_scheduled(client: Any, runs: list[uuid.UUID]) -> list[uuid.UUID]:

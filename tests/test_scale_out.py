@@ -55,6 +55,17 @@ class TwoWorkers:
     state: Path
     second_worker: subprocess.Popen[bytes]
     second_name: str
+    second_home: Path
+
+    def start_second_worker(self) -> None:
+        """The second machine's worker, as README says to start one (again, if a test killed it)."""
+        env = {**self.env, "PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.second_home / "prefect"),
+               "PREFECT_WORKER_QUERY_SECONDS": "0.5", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        self.second_worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "hf-ingest"), "worker", "--name", self.second_name],
+            cwd=self.second_home, env=env, stdout=(self.second_home / "worker.log").open("ab"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         response = httpx.post(f"{self.trigger}/process-huggingface", json=body,
@@ -110,23 +121,18 @@ def two_workers(postgres_url: str, seaweed: SeaweedServer, hub_server: HubServer
         pytest.fail(f"stack did not come up: {up.stdout}\n{up.stderr}\n{logs}")
     api_url = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
     home = Path(tempfile.mkdtemp(prefix="hf-ingest-worker2-"))  # its own working folder
-    name = "second-machine"
-    worker_env = {**env, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home / "prefect"),
-                  "PREFECT_WORKER_QUERY_SECONDS": "0.5", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     # both workers as README says to start one, with their defaults: each runs at most this machine's cores
     # (unlimited, the first worker to poll took every shard, and the second machine sat idle)
-    second = subprocess.Popen(
-        [str(Path(sys.executable).parent / "hf-ingest"), "worker", "--name", name],
-        cwd=home, env=worker_env, stdout=(home / "worker.log").open("ab"), stderr=subprocess.STDOUT,
-        start_new_session=True,
+    stack = TwoWorkers(
+        trigger=f"http://127.0.0.1:{env['TRIGGER_PORT']}", api_url=api_url, env=env,
+        store=SqlJobStore.from_url(database_url), state=state, second_worker=None,  # type: ignore[arg-type]
+        second_name="second-machine", second_home=home,
     )
+    stack.start_second_worker()
     try:
-        yield TwoWorkers(
-            trigger=f"http://127.0.0.1:{env['TRIGGER_PORT']}", api_url=api_url, env=env,
-            store=SqlJobStore.from_url(database_url), state=state, second_worker=second, second_name=name,
-        )
+        yield stack
     finally:
-        _kill_tree(second.pid)
+        _kill_tree(stack.second_worker.pid)
         _stack_command(env, "down")
         from deployments.stack import Stack, remove_state
 
@@ -359,6 +365,9 @@ def test_the_parent_with_nothing_left_takes_the_rest_of_a_slow_child_runs_shard(
     repo, by_row, rows = _publish(hub_server, tmp_path, "split", rows_per_file=600)
     valid = set(by_row.values())
     assert _stack_command(two_workers.env, "up").returncode == 0  # the stack's worker, if the kill test took it
+    if two_workers.second_worker.poll() is not None:  # and the second machine's: child runs beside the parent
+        two_workers.start_second_worker()
+        time.sleep(5)  # it registers with the pool
     body = two_workers.post({"dataset": repo})
     job_id = uuid.UUID(body["job_id"])
     stalled: psutil.Process | None = None

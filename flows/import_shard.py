@@ -40,9 +40,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks.settings import get_settings
 from deployments.prefect_setup import SHARD_DEPLOYMENT
 from flows.import_tasks import ProgressReporter, ingest_stream, no_secrets_in_errors, open_source, run_log
-from flows.platform import from_jobs_db, from_prefect
+from flows.platform import from_jobs_db, from_prefect, on_jobs_db
 from hf_ingest import runtime
-from hf_ingest.backoff import call_through_outage
 from hf_ingest.jobstore import Shard, ShardStatus
 from hf_ingest.logs import install_secret_filter, redact
 from hf_ingest.pipeline import ImageReader, IngestProgress, SceneSource
@@ -117,8 +116,7 @@ async def import_shard_rows(job_id: uuid.UUID, record: Shard, split: DatasetStre
     settings = get_settings()
     store = runtime.job_store()
     start = record.first_row + record.checkpoint
-    lease = RowLease(lambda upto: call_through_outage(lambda: store.reserve_shard_rows(job_id, record.shard, upto),
-                                                      "the jobs database", settings.outage_seconds),
+    lease = RowLease(lambda upto: on_jobs_db(lambda: store.reserve_shard_rows(job_id, record.shard, upto)),
                      start, record.end_row, shard_lease_step(split))
     stream = split.rows_between(start, record.end_row, lease)
     progress = IngestProgress(revision=stream.revision, next_row=stream.first_row)

@@ -148,18 +148,20 @@ def ingest_stream(
         progress.next_row = last_row
         reporter.maybe_report(progress)
 
-    held = [False]  # a slot taken for the next batch, not yet used
+    held = False  # a slot taken for the next batch, not yet used
 
     def take_slot() -> None:
         """A slot for the next batch: the oldest batches finish until one is free (with none of this stream's
         in flight, it waits for another stream's of this process)."""
+        nonlocal held
         while not slots.acquire(blocking=not in_flight):
             count_oldest()
-        held[0] = True
+        held = True
 
     def release_held() -> None:
-        if held[0]:
-            held[0] = False
+        nonlocal held
+        if held:
+            held = False
             slots.release()
 
     def finish_in_flight() -> None:
@@ -179,7 +181,7 @@ def ingest_stream(
                     in_flight.append(
                         (ingest_rows.submit(quote(rows), source, reader, shared_writes), len(rows), rows[-1].row_index)
                     )
-                    held[0] = False  # the batch has its slot
+                    held = False  # the batch has its slot
                     take_slot()  # before the next batch is read
             except Exception:
                 release_held()

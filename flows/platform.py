@@ -21,10 +21,14 @@ def prefect_api_name() -> str:
     return f"the Prefect API ({PREFECT_API_URL.value() or 'a temporary local server'})"
 
 
+def on_jobs_db(call: Callable[[], T], budget: float | None = None) -> T:
+    """A call of the jobs store, waiting out a restart of the database (OUTAGE_SECONDS, or `budget`)."""
+    return call_through_outage(call, "the jobs database", get_settings().outage_seconds if budget is None else budget)
+
+
 async def from_jobs_db(call: Callable[[], T], budget: float | None = None) -> T:
-    """A call of the jobs store, in a thread, waiting out a restart of the database (OUTAGE_SECONDS, or `budget`)."""
-    return await asyncio.to_thread(call_through_outage, call, "the jobs database",
-                                   get_settings().outage_seconds if budget is None else budget)
+    """`on_jobs_db`, in a thread (from a flow's event loop)."""
+    return await asyncio.to_thread(on_jobs_db, call, budget)
 
 
 async def from_prefect(call: Callable[[], Awaitable[T]]) -> T:

@@ -360,8 +360,9 @@ def test_the_parent_with_nothing_left_takes_the_rest_of_a_slow_child_runs_shard(
     two_workers: TwoWorkers, hub_server: HubServer, tmp_path: Path
 ) -> None:
     """A child run stalls mid-shard (its process stopped with SIGSTOP, as a slow or late machine would be):
-    the parent, its own work done, cuts that shard after the rows the child has reserved and imports the rest
-    itself. The child, let go, reads only up to the cut; every image is stored once and the job completes."""
+    the parent, once it has read its own rows, cuts that shard after the rows the child has reserved and
+    imports the rest itself. The child, let go, reads only up to the cut; every image is stored once and the
+    job completes."""
     repo, by_row, rows = _publish(hub_server, tmp_path, "split", rows_per_file=600)
     valid = set(by_row.values())
     assert _stack_command(two_workers.env, "up").returncode == 0  # the stack's worker, if the kill test took it
@@ -373,10 +374,12 @@ def test_the_parent_with_nothing_left_takes_the_rest_of_a_slow_child_runs_shard(
     stalled: psutil.Process | None = None
     try:
         deadline = time.monotonic() + 120
-        while stalled is None:  # a child run that has started reading its shard
-            for shard in two_workers.store.list_shards(job_id):
+        while stalled is None:  # once the parent has read its own shard: a child run with rows it has not read
+            shards = two_workers.store.list_shards(job_id)
+            parents_read = bool(shards) and shards[0].reserved_row == shards[0].end_row
+            for shard in shards if parents_read else []:
                 if (shard.status.value == "running" and shard.flow_run_id not in (None, body["flow_run_id"])
-                        and shard.reserved_row is not None and shard.reserved_row < shard.end_row):
+                        and (shard.reserved_row or shard.first_row) < shard.end_row):
                     stalled = _flow_run_process(shard.flow_run_id)  # type: ignore[arg-type]
                     if stalled is not None:
                         stalled.suspend()
@@ -399,7 +402,7 @@ def test_the_parent_with_nothing_left_takes_the_rest_of_a_slow_child_runs_shard(
     assert job["status"] == "completed", (job["error"], job["progress"])
     shards = {s.shard: s for s in two_workers.store.list_shards(job_id)}
     piece = pieces[0]
-    assert shards[victim.shard].end_row == piece.first_row >= (victim.reserved_row or 0)  # cut after its reservation
+    assert shards[victim.shard].end_row == piece.first_row >= (victim.reserved_row or victim.first_row)  # after its reservation
     assert shards[piece.shard].flow_run_id == body["flow_run_id"] and shards[piece.shard].status.value == "completed"
     count, distinct, shas = _scene_rows(two_workers, repo)
     assert count == distinct == len(valid) and shas == valid

@@ -186,6 +186,9 @@ job_shards = sa.Table(
     sa.CheckConstraint("status in ('pending','running','completed','failed')", name="job_shards_status_check"),
 )
 
+# how far a shard's run may read: what it reserved, or nothing past its first row
+_reserved_up_to = sa.func.coalesce(job_shards.c.reserved_row, job_shards.c.first_row)
+
 
 split_files = sa.Table(
     "split_files",
@@ -589,12 +592,11 @@ class SqlJobStore:
         return _shard(row) if row else None
 
     def reserve_shard_rows(self, job_id: uuid.UUID, shard: int, upto: int) -> int:
-        held = sa.func.coalesce(job_shards.c.reserved_row, job_shards.c.first_row)
         wanted = sa.case((job_shards.c.end_row < upto, job_shards.c.end_row), else_=sa.literal(upto))
         statement = (
             job_shards.update()
             .where(job_shards.c.job_id == job_id, job_shards.c.shard == shard)
-            .values(reserved_row=sa.case((held > wanted, held), else_=wanted))
+            .values(reserved_row=sa.case((_reserved_up_to > wanted, _reserved_up_to), else_=wanted))
             .returning(job_shards.c.reserved_row)
         )
         with self._writing() as conn:
@@ -604,12 +606,13 @@ class SqlJobStore:
         return int(reserved)
 
     def split_shard(self, job_id: uuid.UUID, shard: int, at: int, end_row: int) -> Shard | None:
-        held = sa.func.coalesce(job_shards.c.reserved_row, job_shards.c.first_row)
+        if at >= end_row:
+            return None
         cut = (
             job_shards.update()
             .where(job_shards.c.job_id == job_id, job_shards.c.shard == shard,
                    job_shards.c.status == ShardStatus.RUNNING.value, job_shards.c.end_row == end_row,
-                   held <= at, job_shards.c.first_row < at, sa.literal(at) < end_row)
+                   _reserved_up_to <= at, job_shards.c.first_row < at)
             .values(end_row=at, updated_at=utcnow())
         )
         with self._writing() as conn:

@@ -46,7 +46,7 @@ from hf_ingest.jobstore import Shard, ShardStatus
 from hf_ingest.logs import install_secret_filter, redact
 from hf_ingest.pipeline import ImageReader, IngestProgress, SceneSource
 from hf_ingest.run_labels import run_name, run_tags
-from hf_ingest.shards import RowLease, aggregate_counts, lease_step, plan_shards, split_point
+from hf_ingest.shards import RowLease, aggregate_counts, lease_step, plan_shards, rows_left, split_point
 from hf_ingest.source import DatasetRequest, DatasetStream
 from hf_ingest.transient import PermanentIngestError
 
@@ -314,9 +314,9 @@ class ParentShare:
             # a shard that failed before is left to its own retries: a piece of it might fail the same way
             running = [s for s in shards if s.status is ShardStatus.RUNNING and s.flow_run_id != self.run_id
                        and s.error is None]
-            backlog = sum(s.end_row - s.first_row - s.checkpoint for s in shards  # this process's last batches
+            backlog = sum(rows_left(s) for s in shards  # this process's last batches
                           if s.status is ShardStatus.RUNNING and s.flow_run_id == self.run_id)
-            for shard in sorted(running, key=lambda s: s.end_row - s.first_row - s.checkpoint, reverse=True):
+            for shard in sorted(running, key=rows_left, reverse=True):
                 at = split_point(shard, self.min_piece, backlog)
                 if at is None:
                     continue

@@ -17,7 +17,6 @@ comparing neighbours, ~0.07 s per table for 1,000,000 scenes, the tables spread 
 from __future__ import annotations
 
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -124,12 +123,10 @@ def regroup(store: JobStore, split: SplitKey, max_distance: int) -> int:
     """Group the split's scenes (every shard's, and earlier imports') and write only the `duplicate_of`
     values that change; returns how many of its scenes are near-duplicates of an earlier one."""
     scenes = store.scene_hashes(split)
-    grouping = group(np.array([s.row_index for s in scenes], dtype=np.int64),
-                     parse_hashes([s.phash for s in scenes]), max_distance)
-    changes: dict[uuid.UUID | str, uuid.UUID | str | None] = {}
-    for scene, first in zip(scenes, grouping.first.tolist(), strict=True):
-        wanted = None if scenes[first] is scene else scenes[first].id
-        if wanted != scene.duplicate_of:
-            changes[scene.id] = wanted
-    store.set_duplicates(changes)
+    grouping = group(np.array(scenes.row_index, dtype=np.int64), parse_hashes(scenes.phash), max_distance)
+    ids = np.array(scenes.ids, dtype=object)
+    wanted = ids[grouping.first]
+    wanted[grouping.first == np.arange(len(ids))] = None  # a group's first scene is nobody's duplicate
+    changed = np.flatnonzero(wanted != np.array(scenes.duplicate_of, dtype=object))
+    store.set_duplicates(dict(zip(ids[changed].tolist(), wanted[changed].tolist(), strict=True)))
     return grouping.duplicates

@@ -104,14 +104,21 @@ class RowLease:
         return self.granted
 
 
-def split_point(shard: Shard, min_rows: int, backlog: int = 0) -> int | None:
-    """Where a run cuts a running `shard` to take its rest, with `backlog` rows of its own still to finish:
-    so that both have as many rows left (half of what the shard's run has not done, from its checkpoint, less
-    half the backlog), never before what that run has reserved; None if the piece would be under `min_rows`
-    (not worth one)."""
+def rows_left(shard: Shard) -> int:
+    """About how many rows a running shard's run has still to do: those it has not reserved, and half of those it
+    has reserved past its checkpoint (in flight, part done: the checkpoint lags them by a progress interval)."""
     done = shard.first_row + shard.checkpoint
+    held = max(done, shard.reserved_row if shard.reserved_row is not None else shard.first_row)
+    return shard.end_row - held + (held - done) // 2
+
+
+def split_point(shard: Shard, min_rows: int, backlog: int = 0) -> int | None:
+    """Where a run cuts a running `shard` to take its rest, with `backlog` rows of its own still to do
+    (`rows_left` of its shards): so that both have about as many left, never before what the shard's run has
+    reserved; None if the piece would be under `min_rows` (not worth one)."""
     held = shard.reserved_row if shard.reserved_row is not None else shard.first_row
-    at = max(held, done + (shard.end_row - done + backlog + 1) // 2, shard.first_row + 1)
+    piece = (rows_left(shard) - backlog) // 2
+    at = max(held, shard.end_row - piece, shard.first_row + 1)
     return at if shard.end_row - at >= max(1, min_rows) else None
 
 

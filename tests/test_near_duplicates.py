@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from blocks.settings import Settings
 from hf_ingest.derivatives import DerivativeSizes, summarize
 from hf_ingest.images import inspect_image
-from hf_ingest.jobstore import SceneHash, SplitKey
+from hf_ingest.jobstore import SplitHashes, SplitKey
 from hf_ingest.jobstore.sql import SqlJobStore, make_engine
 from hf_ingest.jobstore.supabase import SupabaseJobStore
 from hf_ingest.near_duplicates import group, regroup
@@ -111,16 +111,18 @@ def test_the_pass_writes_only_what_changed(store: SqlJobStore) -> None:  # noqa:
         real_set(changes)
 
     store.set_duplicates = recording  # type: ignore[method-assign]
+    assert len(store.scene_hashes(replace(SPLIT, split="test"))) == 0  # a split with no scenes reads empty
     assert regroup(store, SPLIT, 4) == 1
-    by_row = {h.row_index: h for h in store.scene_hashes(SPLIT)}
-    assert sorted(by_row) == [0, 1, 2]  # row 3 has no hash
-    assert by_row[1].duplicate_of == by_row[0].id and by_row[0].duplicate_of is None
+    hashes = store.scene_hashes(SPLIT)
+    id_of, duplicate_of = dict(zip(hashes.row_index, hashes.ids, strict=True)), dict(zip(hashes.row_index, hashes.duplicate_of, strict=True))
+    assert sorted(id_of) == [0, 1, 2]  # row 3 has no hash
+    assert duplicate_of[1] == id_of[0] and duplicate_of[0] is None
     assert regroup(store, SPLIT, 4) == 1
     assert written[-1] == {}  # nothing changed, nothing written
     # row 1's content changes to another picture: it is no longer a duplicate
     store.upsert_scenes([replace(_hashed(job_id, 1, "0f0f0f0f0f0f0f0f"), sha256="9" * 64)])
     assert regroup(store, SPLIT, 4) == 0
-    assert written[-1] == {by_row[1].id: None}
+    assert written[-1] == {id_of[1]: None}
 
 
 def test_the_supabase_functions_on_real_postgresql(postgres_url: str) -> None:
@@ -210,8 +212,7 @@ def test_the_supabase_client_pages_hashes_and_sends_changes_in_chunks(monkeypatc
         store = SupabaseJobStore.from_credentials("https://project.supabase.co", "service-key")
         got = store.scene_hashes(SPLIT)
         store.set_duplicates({ids[1]: ids[0], ids[2]: None, ids[0]: None})
-    assert got == [SceneHash(ids[0], 0, "00000000000000ff", None), SceneHash(ids[1], 4, "00000000000000fe", ids[0]),
-                   SceneHash(ids[2], 9, "ffffffff00000000", None)]
+    assert got == SplitHashes(ids, [0, 4, 9], ["00000000000000ff", "00000000000000fe", "ffffffff00000000"], [None, ids[0], None])
     bodies = [json.loads(call.request.content) for call in hashes.calls]
     assert [b["p_after_row"] for b in bodies] == [-1, 4]
     assert {(b["p_dataset"], b["p_config"], b["p_split"], b["p_image_column"], b["p_limit"]) for b in bodies} == {

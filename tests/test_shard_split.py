@@ -16,7 +16,7 @@ import respx
 from hf_ingest.jobstore import Shard, ShardStatus
 from hf_ingest.jobstore.sql import SqlJobStore
 from hf_ingest.jobstore.supabase import RESERVE_SHARD_ROWS_FUNCTION, SPLIT_SHARD_FUNCTION
-from hf_ingest.shards import RowLease, lease_step, plan_shards, split_point
+from hf_ingest.shards import RowLease, lease_step, plan_shards, rows_left, split_point
 from tests.test_sync_layout import store  # noqa: F401 (fixture: SQLite, PostgreSQL, the Supabase functions)
 
 
@@ -95,21 +95,28 @@ def test_a_lease_asks_a_step_ahead_and_stops_at_a_cut() -> None:
 
 
 @pytest.mark.parametrize(("shard", "min_rows", "expected"), [
-    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=300), 10, 600),
+    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=300), 10, 625),  # 100 in flight: half done
     (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=800), 10, 800),
     (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=995), 10, None),
     (Shard(uuid.uuid4(), 0, 100, 200, ShardStatus.RUNNING), 10, 150),  # nothing read yet: half of it
     (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=900, reserved_row=950), 64, None),
 ])
-def test_the_cut_halves_what_is_not_done_after_what_is_reserved(shard: Shard, min_rows: int, expected: int | None) -> None:
+def test_the_cut_halves_what_is_left_after_what_is_reserved(shard: Shard, min_rows: int, expected: int | None) -> None:
     assert split_point(shard, min_rows) == expected
+
+
+def test_rows_in_flight_count_half_as_left() -> None:
+    """Rows reserved past the checkpoint are being imported (the checkpoint lags them): half of them are left."""
+    assert rows_left(Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=600)) == 600
+    assert rows_left(Shard(uuid.uuid4(), 0, 100, 1000, ShardStatus.RUNNING)) == 900  # nothing reserved yet
+    assert rows_left(Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=1000, reserved_row=1000)) == 0
 
 
 def test_a_run_with_batches_of_its_own_still_running_takes_less() -> None:
     """The parent cuts as soon as its own rows are read: its last batches count, so both end with as much left."""
     shard = Shard(uuid.uuid4(), 1, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=300)
     at = split_point(shard, 10, backlog=200)
-    assert at == 700 and 1000 - at + 200 == at - 200  # the parent: 300 + its 200; the child: 500
+    assert at == 725 and (1000 - at) + 200 == rows_left(shard) - (1000 - at) == 475  # the parent: 275 + its 200
     assert split_point(shard, 10, backlog=800) is None  # the parent has more left than the child
 
 

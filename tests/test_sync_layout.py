@@ -20,10 +20,10 @@ from hf_ingest.jobstore.model import (
     LayoutWrites,
     RowMove,
     Scene,
-    SceneHash,
     SceneWrites,
     Shard,
     ShardStatus,
+    SplitHashes,
     SplitLayout,
 )
 from hf_ingest.jobstore.sql import SqlJobStore, make_engine
@@ -86,11 +86,11 @@ class MigrationFunctions(SqlJobStore):
         return None if row is None else Shard(job_id=row["job_id"], shard=row["shard"], first_row=row["first_row"],
                                               end_row=row["end_row"], status=ShardStatus(row["status"]))
 
-    def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
+    def scene_hashes(self, split: SplitKey) -> SplitHashes:
         page = self._call("hf_ingest_scene_hashes", {"p_dataset": split.dataset, "p_config": split.config,
                                                      "p_split": split.split, "p_image_column": split.image_column,
                                                      "p_after_row": -1, "p_limit": 1000})
-        return [SceneHash(uuid.UUID(i), int(r), h, uuid.UUID(d) if d else None) for i, r, h, d in page]
+        return SplitHashes.from_rows((uuid.UUID(i), int(r), h, uuid.UUID(d) if d else None) for i, r, h, d in page)
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "supabase-functions"])
@@ -194,7 +194,7 @@ def test_a_removed_scene_comes_back_when_its_row_is_recorded_again_and_grouping_
     assert store.remove_scenes(SPLIT, [("image", 1), ("image", 7)], "2" * 40) == 1
     assert store.remove_scenes(SPLIT, [("image", 1)], "2" * 40) == 0  # already removed: not again
     assert sorted(row for _, row in _live(store)) == [0, 2]
-    assert sorted(h.row_index for h in store.scene_hashes(SPLIT)) == [0, 2]
+    assert sorted(store.scene_hashes(SPLIT).row_index) == [0, 2]
     again = store.upsert_scenes([_scene(job, 1, "b")])  # the same content at the same revision: it is back
     assert again.updated == 1 and sorted(row for _, row in _live(store)) == [0, 1, 2] and _removed(store) == {}
 

@@ -14,10 +14,10 @@ from hf_ingest.jobstore.model import (
     LayoutWrites,
     RowMove,
     Scene,
-    SceneHash,
     SceneWrites,
     Shard,
     ShardStatus,
+    SplitHashes,
     SplitKey,
     SplitLayout,
 )
@@ -70,7 +70,7 @@ class JobStore(Protocol):
 
     def count_scenes(self, *, job_id: uuid.UUID | None = None, dataset: str | None = None) -> int: ...
 
-    def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
+    def scene_hashes(self, split: SplitKey) -> SplitHashes:
         """The split's scenes that have a perceptual hash, with their current `duplicate_of`."""
         ...
 

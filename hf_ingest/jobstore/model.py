@@ -158,13 +158,25 @@ class SplitKey:
 
 
 @dataclass(frozen=True)
-class SceneHash:
-    """What grouping reads of a scene."""
+class SplitHashes:
+    """What grouping reads of a split's scenes that have a pHash, as columns, one entry per scene: building an
+    object per scene cost more than grouping them (200,000 scenes on PostgreSQL: 0.75 s read, 0.3 s as columns).
+    Ids are in the form the store holds them (a str where turning every id into a UUID costs more than grouping);
+    `duplicate_of` in the same form, None where the scene is not a duplicate."""
 
-    id: uuid.UUID | str  # as the store holds it (a str where turning every id into a UUID costs more than grouping)
-    row_index: int
-    phash: str
-    duplicate_of: uuid.UUID | str | None  # in the same form as `id`
+    ids: list[uuid.UUID | str]
+    row_index: list[int]
+    phash: list[str]
+    duplicate_of: list[uuid.UUID | str | None]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Sequence[Any]]) -> SplitHashes:
+        """From (id, row_index, phash, duplicate_of) rows."""
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        return cls(*columns) if columns else cls([], [], [], [])
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from hf_ingest.jobstore.model import (
     LayoutWrites,
     RowMove,
     Scene,
-    SceneHash,
     SceneWrites,
     Shard,
     ShardStatus,
+    SplitHashes,
     SplitKey,
     SplitLayout,
     known_files_of,
@@ -410,7 +410,7 @@ class SqlJobStore:
             return int(conn.execute(query).scalar_one())
 
 
-    def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
+    def scene_hashes(self, split: SplitKey) -> SplitHashes:
         # ids as text (uuid objects for all of a split cost more than grouping it: 1,000,000 on PostgreSQL, 0.7 s)
         query = sa.select(sa.cast(scenes.c.id, sa.Text), scenes.c.row_index, scenes.c.phash,
                           sa.cast(scenes.c.duplicate_of, sa.Text)).where(
@@ -418,7 +418,9 @@ class SqlJobStore:
             scenes.c.image_column == split.image_column, scenes.c.phash.is_not(None), scenes.c.removed_at.is_(None),
         )
         with self.engine.connect() as conn:
-            return [SceneHash(*row) for row in conn.execute(query)]
+            if self.engine.dialect.name == "postgresql":
+                return _copied_hashes(conn, query)
+            return SplitHashes.from_rows(conn.execute(query))
 
     def set_duplicates(self, changes: Mapping[uuid.UUID | str, uuid.UUID | str | None]) -> None:
         if not changes:
@@ -623,6 +625,29 @@ class SqlJobStore:
             piece = Shard(job_id=job_id, shard=int(number), first_row=at, end_row=end_row)
             conn.execute(job_shards.insert().values(**piece.row(), updated_at=utcnow()))
         return piece
+
+
+def _copied_hashes(conn: sa.Connection, query: sa.Select[Any]) -> SplitHashes:
+    """`query`'s (id, row_index, phash, duplicate_of) rows through COPY, parsed by Arrow's CSV reader: a row per
+    scene through the driver cost 2.5x as much (200,000 scenes: 0.75 s against 0.3 s). Every value is a uuid,
+    an integer or hex, so COPY's text format needs no unescaping; `\\N` is its NULL."""
+    import pyarrow as pa
+    import pyarrow.csv as csv
+
+    compiled = query.compile(dialect=conn.dialect)
+    with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+        with cursor.copy(f"copy ({compiled}) to stdout", compiled.params) as copy:
+            data = b"".join(bytes(chunk) for chunk in copy)
+    if not data:
+        return SplitHashes([], [], [], [])
+    names = ["id", "row_index", "phash", "duplicate_of"]
+    table = csv.read_csv(pa.py_buffer(data), read_options=csv.ReadOptions(column_names=names),
+                         parse_options=csv.ParseOptions(delimiter="\t", quote_char=False),
+                         convert_options=csv.ConvertOptions(
+                             column_types={"id": pa.string(), "row_index": pa.int64(), "phash": pa.string(),
+                                           "duplicate_of": pa.string()},
+                             null_values=["\\N"], strings_can_be_null=True))
+    return SplitHashes(*(table.column(name).to_pylist() for name in names))
 
 
 def _as_uuid(value: uuid.UUID | str) -> uuid.UUID:

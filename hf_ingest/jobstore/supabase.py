@@ -25,10 +25,10 @@ from hf_ingest.jobstore.model import (
     LayoutWrites,
     RowMove,
     Scene,
-    SceneHash,
     SceneWrites,
     Shard,
     ShardStatus,
+    SplitHashes,
     SplitKey,
     SplitLayout,
     known_files_of,
@@ -216,18 +216,18 @@ class SupabaseJobStore:
             backfilled += int(counts.get("backfilled") or 0)
         return SceneWrites(inserted, updated, backfilled)
 
-    def scene_hashes(self, split: SplitKey) -> list[SceneHash]:
+    def scene_hashes(self, split: SplitKey) -> SplitHashes:
         """Page by page (by row_index) through the migration's `hf_ingest_scene_hashes`."""
-        found: list[SceneHash] = []
+        found: list[tuple[uuid.UUID, int, str, uuid.UUID | None]] = []
         after = -1
         while True:
             params = {"p_dataset": split.dataset, "p_config": split.config, "p_split": split.split,
                       "p_image_column": split.image_column, "p_after_row": after, "p_limit": SCENE_HASHES_PER_CALL}
             page = _call(lambda params=params: self.client.rpc(SCENE_HASHES_FUNCTION, params).execute()).data or []
-            found += [SceneHash(uuid.UUID(i), int(r), h, uuid.UUID(d) if d else None) for i, r, h, d in page]
+            found += [(uuid.UUID(i), int(r), h, uuid.UUID(d) if d else None) for i, r, h, d in page]
             if len(page) < SCENE_HASHES_PER_CALL:
-                return found
-            after = found[-1].row_index
+                return SplitHashes.from_rows(found)
+            after = found[-1][1]
 
     def set_duplicates(self, changes: Mapping[uuid.UUID | str, uuid.UUID | str | None]) -> None:
         items = [{"id": str(i), "duplicate_of": str(f) if f else None} for i, f in changes.items()]

@@ -314,7 +314,7 @@ class ParentShare:
             # a shard that failed before is left to its own retries: a piece of it might fail the same way
             running = [s for s in shards if s.status is ShardStatus.RUNNING and s.flow_run_id != self.run_id
                        and s.error is None]
-            backlog = sum(rows_left(s) for s in shards  # this process's last batches
+            backlog = sum(rows_left(s) for s in shards  # this process's own (none once its rows are read)
                           if s.status is ShardStatus.RUNNING and s.flow_run_id == self.run_id)
             for shard in sorted(running, key=rows_left, reverse=True):
                 at = split_point(shard, self.min_piece, backlog)

@@ -105,11 +105,13 @@ class RowLease:
 
 
 def rows_left(shard: Shard) -> int:
-    """About how many rows a running shard's run has still to do: those it has not reserved, and half of those it
-    has reserved past its checkpoint (in flight, part done: the checkpoint lags them by a progress interval)."""
-    done = shard.first_row + shard.checkpoint
-    held = max(done, shard.reserved_row if shard.reserved_row is not None else shard.first_row)
-    return shard.end_row - held + (held - done) // 2
+    """The rows of a running shard that its run has not reserved yet: what a cut can still take. Rows reserved
+    and in flight are not counted. Late in a shard they are small batches, nearly done when the parent cuts,
+    while the checkpoint lags them by a progress interval (counting even half of them, the parent's piece ended
+    2-3 s after the child). A cut that takes too little is followed by another, but one that takes too much
+    cannot be undone."""
+    held = shard.reserved_row if shard.reserved_row is not None else shard.first_row
+    return shard.end_row - max(held, shard.first_row + shard.checkpoint)
 
 
 def split_point(shard: Shard, min_rows: int, backlog: int = 0) -> int | None:

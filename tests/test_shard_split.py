@@ -95,8 +95,8 @@ def test_a_lease_asks_a_step_ahead_and_stops_at_a_cut() -> None:
 
 
 @pytest.mark.parametrize(("shard", "min_rows", "expected"), [
-    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=300), 10, 625),  # 100 in flight: half done
-    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=800), 10, 800),
+    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=300), 10, 650),  # half of the 700 not reserved
+    (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=800), 10, 900),
     (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=995), 10, None),
     (Shard(uuid.uuid4(), 0, 100, 200, ShardStatus.RUNNING), 10, 150),  # nothing read yet: half of it
     (Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=900, reserved_row=950), 64, None),
@@ -105,18 +105,18 @@ def test_the_cut_halves_what_is_left_after_what_is_reserved(shard: Shard, min_ro
     assert split_point(shard, min_rows) == expected
 
 
-def test_rows_in_flight_count_half_as_left() -> None:
-    """Rows reserved past the checkpoint are being imported (the checkpoint lags them): half of them are left."""
-    assert rows_left(Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=600)) == 600
+def test_the_rows_left_are_those_not_reserved() -> None:
+    """Rows reserved past the checkpoint are in flight (the checkpoint lags them): not counted as left."""
+    assert rows_left(Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=600)) == 400
     assert rows_left(Shard(uuid.uuid4(), 0, 100, 1000, ShardStatus.RUNNING)) == 900  # nothing reserved yet
     assert rows_left(Shard(uuid.uuid4(), 0, 0, 1000, ShardStatus.RUNNING, checkpoint=1000, reserved_row=1000)) == 0
 
 
-def test_a_run_with_batches_of_its_own_still_running_takes_less() -> None:
-    """The parent cuts as soon as its own rows are read: its last batches count, so both end with as much left."""
+def test_a_run_with_rows_of_its_own_left_takes_less() -> None:
+    """What the cutting run has left of its own counts, so that both end with as much left."""
     shard = Shard(uuid.uuid4(), 1, 0, 1000, ShardStatus.RUNNING, checkpoint=200, reserved_row=300)
     at = split_point(shard, 10, backlog=200)
-    assert at == 725 and (1000 - at) + 200 == rows_left(shard) - (1000 - at) == 475  # the parent: 275 + its 200
+    assert at == 750 and (1000 - at) + 200 == rows_left(shard) - (1000 - at) == 450  # the parent: 250 + its 200
     assert split_point(shard, 10, backlog=800) is None  # the parent has more left than the child
 
 

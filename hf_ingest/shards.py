@@ -118,9 +118,8 @@ def split_point(shard: Shard, min_rows: int, backlog: int = 0) -> int | None:
     """Where a run cuts a running `shard` to take its rest, with `backlog` rows of its own still to do
     (`rows_left` of its shards): so that both have about as many left, never before what the shard's run has
     reserved; None if the piece would be under `min_rows` (not worth one)."""
-    held = shard.reserved_row if shard.reserved_row is not None else shard.first_row
-    piece = (rows_left(shard) - backlog) // 2
-    at = max(held, shard.end_row - piece, shard.first_row + 1)
+    left = rows_left(shard)
+    at = max(shard.end_row - left, shard.end_row - (left - backlog) // 2, shard.first_row + 1)
     return at if shard.end_row - at >= max(1, min_rows) else None
 
 

@@ -636,8 +636,10 @@ def _copied_hashes(conn: sa.Connection, query: sa.Select[Any]) -> SplitHashes:
 
     compiled = query.compile(dialect=conn.dialect)
     with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+        data = bytearray()  # one copy of the rows (~90 MB for 1,000,000 scenes), not one per chunk and a join
         with cursor.copy(f"copy ({compiled}) to stdout", compiled.params) as copy:
-            data = b"".join(bytes(chunk) for chunk in copy)
+            for chunk in copy:
+                data += chunk
     if not data:
         return SplitHashes([], [], [], [])
     names = ["id", "row_index", "phash", "duplicate_of"]

@@ -54,8 +54,30 @@ class LiveStack:
                 if job["status"] in statuses:
                     return job
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+                    raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}\n"
+                                         + self.diagnosis(job.get("flow_run_id")))
                 time.sleep(0.2)
+
+    def diagnosis(self, flow_run_id: str | None) -> str:
+        """What a wait that timed out needs to be understood afterwards: the run's Prefect states, the flow runs
+        the pool still has going, and the worker's last log lines."""
+        lines = []
+        try:
+            with httpx.Client(base_url=self.api_url, timeout=10) as api:
+                if flow_run_id:
+                    run = api.get(f"/flow_runs/{flow_run_id}").json()
+                    states = api.get("/flow_run_states/", params={"flow_run_id": flow_run_id}).json()
+                    lines.append(f"flow run {flow_run_id}: {run.get('state_type')} (queue {run.get('work_queue_name')})"
+                                 f"; states: {[(s['type'], s['timestamp']) for s in states]}")
+                active = api.post("/flow_runs/filter", json={"flow_runs": {"state": {"type": {"any_": [
+                    "RUNNING", "PENDING", "CANCELLING"]}}}}).json()
+                lines.append(f"runs active: {[(r['id'], r['state_type'], r['name']) for r in active]}")
+        except (httpx.HTTPError, ValueError) as error:
+            lines.append(f"Prefect API not read: {error}")
+        worker_log = self.state / "logs" / "worker.log"
+        if worker_log.exists():
+            lines.append("worker log (last 40 lines):\n" + "\n".join(worker_log.read_text().splitlines()[-40:]))
+        return "\n".join(lines)
 
 
 def _stack_command(env: dict[str, str], action: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,40 @@
+"""A flow run's process, as the worker starts it: Prefect's own engine (`python -m prefect.engine`), with the
+garbage collector held off while the process imports what every run needs.
+
+A new run's process imports Prefect, the flows and the libraries that read a dataset (`datasets`, pyarrow,
+pandas) before its first batch: ~340,000 objects that all live as long as the process. Python's collector
+walks that growing heap again and again meanwhile, and finds ~8,000 dead objects: ~17 % of the imports'
+CPU (measured: 2.0-2.3 s -> 1.7-1.9 s). A child run of a sharded import pays its start-up while the other
+shards already run on the same cores, so the collector's share is left out: it is off while these are
+imported, what they made is frozen out of later collections (`gc.freeze`; the few dead objects stay), and
+it is on again before the engine runs, exactly as `python -m prefect.engine` would.
+"""
+
+from __future__ import annotations
+
+import gc
+import runpy
+
+
+def import_quietly() -> None:
+    """What every run imports, with the collector off; frozen, then the collector back on."""
+    gc.disable()
+    try:
+        import datasets  # noqa: F401 - opening any dataset imports it (and pandas, pyarrow)
+        import prefect.engine  # noqa: F401
+        import prefect.flow_engine  # noqa: F401
+
+        import flows.import_dataset  # noqa: F401 - the entrypoints' own imports (Prefect loads their files again)
+        import flows.import_shard  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
+def main() -> None:
+    import_quietly()
+    runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,7 @@ from bench.datasets import ensure, ensure_imagefolder, ensure_mixed_photos, ensu
 from bench.measure import (
     BIN, DATA, SCRATCH, SECRET, check_free_space, fresh_stack, measure_group, remove_scratch, run_import, wait_until_quiet, with_rates,
 )
-from bench.scale import LARGE, PHOTOS, SMALL, scale_report, scale_rows, scratch_gib
+from bench.scale import LARGE, PHOTOS, SMALL, defaults_report, defaults_rows, scale_report, scale_rows, scratch_gib
 from deployments.stack import CHECKOUT, Stack, down, remove_state, up
 
 
@@ -220,10 +220,13 @@ def by_median_cpu(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     small_n = int(os.environ.get("BENCH_SMALL", 50_000))
-    subset = {"derivatives": measure_derivatives, "s3": measure_s3, "sync": measure_sync}.get(
+    subset = {"derivatives": measure_derivatives, "s3": measure_s3, "sync": measure_sync,
+              "defaults": measure_defaults}.get(
         os.environ.get("BENCH_ONLY", ""))
     if subset is not None:  # a few datasets and rows; their runs' folders removed as the whole bench's are
         try:
+            if subset is measure_defaults:  # its one dataset
+                return subset({SMALL: ensure(DATA, SMALL, 200_000, files=8, first=10**6)})
             return subset({"small-5000": ensure(DATA, "small-5000", 5_000),
                            "small-20000": ensure(DATA, "small-20000", 20_000),
                            "mixed-2000": ensure_mixed_photos(DATA, "mixed-2000", 2_000),
@@ -293,6 +296,17 @@ def measure_derivatives(datasets: dict[str, Path]) -> int:
     grouping = near_duplicates.measure()
     print_targets(derivative_targets(rows, grouping))
     print(json.dumps({"runs": _rounded(rows), "near_duplicates": grouping}))
+    return 0
+
+
+def measure_defaults(datasets: dict[str, Path]) -> int:
+    """`BENCH_ONLY=defaults`: `make up`'s defaults against the raw limit on 200,000 small images (a few minutes
+    a round)."""
+    bench_environment()
+    rows = defaults_rows(datasets)
+    print_targets(defaults_report(rows))
+    print(json.dumps({"defaults": {name: [_rounded({"run": run})["run"] for run in runs]
+                                   for name, runs in rows["runs"].items()}, "pairs": rows["pairs"]}))
     return 0
 
 

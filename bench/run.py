@@ -220,17 +220,20 @@ def by_median_cpu(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     small_n = int(os.environ.get("BENCH_SMALL", 50_000))
-    subset = {"derivatives": measure_derivatives, "s3": measure_s3, "sync": measure_sync,
-              "defaults": measure_defaults}.get(
-        os.environ.get("BENCH_ONLY", ""))
-    if subset is not None:  # a few datasets and rows; their runs' folders removed as the whole bench's are
+    subsets = {  # BENCH_ONLY: a few rows, and the datasets they read
+        "derivatives": (measure_derivatives, ("mixed-2000", SMALL)),
+        "s3": (measure_s3, ("small-5000", "small-20000", "mixed-2000")),
+        "sync": (measure_sync, ()),  # its Hub dataset is its own (bench/sync.py)
+        "defaults": (measure_defaults, (SMALL,)),
+    }
+    if (subset := subsets.get(os.environ.get("BENCH_ONLY", ""))) is not None:  # runs' folders removed as below
+        measure, names = subset
+        makers = {"small-5000": lambda: ensure(DATA, "small-5000", 5_000),
+                  "small-20000": lambda: ensure(DATA, "small-20000", 20_000),
+                  "mixed-2000": lambda: ensure_mixed_photos(DATA, "mixed-2000", 2_000),
+                  SMALL: lambda: ensure(DATA, SMALL, 200_000, files=8, first=10**6)}
         try:
-            if subset is measure_defaults:  # its one dataset
-                return subset({SMALL: ensure(DATA, SMALL, 200_000, files=8, first=10**6)})
-            return subset({"small-5000": ensure(DATA, "small-5000", 5_000),
-                           "small-20000": ensure(DATA, "small-20000", 20_000),
-                           "mixed-2000": ensure_mixed_photos(DATA, "mixed-2000", 2_000),
-                           SMALL: ensure(DATA, SMALL, 200_000, files=8, first=10**6)})
+            return measure({name: makers[name]() for name in names})
         finally:
             remove_scratch()
     datasets = {
@@ -305,8 +308,8 @@ def measure_defaults(datasets: dict[str, Path]) -> int:
     bench_environment()
     rows = defaults_rows(datasets)
     print_targets(defaults_report(rows))
-    print(json.dumps({"defaults": {name: [_rounded({"run": run})["run"] for run in runs]
-                                   for name, runs in rows["runs"].items()}, "pairs": rows["pairs"]}))
+    print(json.dumps({"defaults": {name: [_rounded_run(run) for run in runs] for name, runs in rows["runs"].items()},
+                      "pairs": rows["pairs"]}))
     return 0
 
 
@@ -372,8 +375,11 @@ def print_targets(targets: list[tuple[str, bool, str]]) -> None:
 
 
 def _rounded(runs: dict[str, Any]) -> dict[str, Any]:
-    return {k: ({kk: (round(vv, 3) if isinstance(vv, float) else vv) for kk, vv in v.items() if kk != "stdout"}
-                if isinstance(v, dict) else v) for k, v in runs.items()}
+    return {k: (_rounded_run(v) if isinstance(v, dict) else v) for k, v in runs.items()}
+
+
+def _rounded_run(run: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in run.items() if k != "stdout"}
 
 
 def client_cpu_ms(s3: dict[str, Any], local: dict[str, Any]) -> float:

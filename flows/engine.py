@@ -24,8 +24,7 @@ def import_quietly() -> None:
         import prefect.engine  # noqa: F401
         import prefect.flow_engine  # noqa: F401
 
-        import flows.import_dataset  # noqa: F401 - the entrypoints' own imports (Prefect loads their files again)
-        import flows.import_shard  # noqa: F401
+        import flows.import_dataset  # noqa: F401 - both entrypoints' imports (it imports the shard flow's module)
     finally:
         gc.freeze()
         gc.enable()

@@ -155,12 +155,13 @@ def run_import(
 
 
 def tree_cpu(root: psutil.Process) -> float:
-    """CPU seconds of a process, of its children that ended (and were waited for), and of those still running."""
-    times = root.cpu_times()
-    total = times.user + times.system + times.children_user + times.children_system
-    for child in root.children(recursive=True):
+    """CPU seconds of a process and every process under it, with the children each of them has waited for
+    (a worker's ended flow runs; a warm engine's ended forks): each ended process is counted once, in the
+    process that waited for it."""
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
         try:
-            total += sum(child.cpu_times()[:2])
+            total += sum(process.cpu_times()[:4])  # user, system, children_user, children_system
         except psutil.Error:  # ended meanwhile: counted with its parent's children once waited for
             pass
     return total

@@ -8,11 +8,16 @@ CPU (measured: 2.0-2.3 s -> 1.7-1.9 s). A child run of a sharded import pays its
 shards already run on the same cores, so the collector's share is left out: it is off while these are
 imported, what they made is frozen out of later collections (`gc.freeze`; the few dead objects stay), and
 it is on again before the engine runs, exactly as `python -m prefect.engine` would.
+
+Under `hf-ingest worker` none of that is paid per run: the worker's warm engine (`flows/warm_engine.py`) has
+made these imports once, and this command only asks it for a forked child that runs the flow run; it does the
+imports itself only when there is no warm engine, or the run's environment is not the one it imported under.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import runpy
 
 
@@ -31,6 +36,13 @@ def import_quietly() -> None:
 
 
 def main() -> None:
+    warm = os.environ.get("HF_INGEST_WARM_ENGINE")  # flows.warm_engine.SOCKET_ENV, without importing it first
+    if warm:
+        from flows.warm_engine import exit_like, run_forked
+
+        code = run_forked(warm)
+        if code is not None:
+            exit_like(code)
     import_quietly()
     runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
 

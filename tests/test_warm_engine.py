@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,8 +51,10 @@ def _start_warm_engine(folder: Path) -> tuple[dict[str, str], subprocess.Popen[b
 
 
 def _socket_folder(base: Path) -> Path:
-    """A new folder for a socket under `base`, or under /tmp if `base` is too long for a socket's path."""
-    return Path(tempfile.mkdtemp(prefix="warm-", dir=base if len(str(base)) <= 80 else "/tmp"))
+    """A new folder for a socket under `base`, or else under the session's scratch folder (or /tmp) if `base` is
+    too long for a socket's path (~100 characters)."""
+    short = next(p for p in (base, Path(tempfile.gettempdir()), Path("/tmp")) if len(str(p)) <= 80)
+    return Path(tempfile.mkdtemp(prefix="warm-", dir=short))
 
 
 def _command(env: dict[str, str], *args: str, **variables: str) -> subprocess.Popen[str]:
@@ -165,6 +168,7 @@ def test_a_run_outlives_its_killed_warm_engine_and_its_command_waits_for_it(tmp_
     child = int(_report(command)["pid"])  # type: ignore[call-overload]
     server.kill()
     server.wait(10)
+    shutil.rmtree(Path(env[SOCKET_ENV]).parent)  # what a killed warm engine leaves
     assert psutil.pid_exists(child) and command.poll() is None
     assert command.wait(30) == 1
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE

@@ -54,6 +54,16 @@ def differing_variables(ours: Mapping[str, str], theirs: Mapping[str, str]) -> l
 def run_forked(path: str) -> int | None:
     """Run this command's flow run in a child of the warm engine at `path`; its exit code (negative: the
     signal that ended it), or None if there is no warm engine to ask or it refused (the caller runs it)."""
+    child: int | None = None
+    early: list[int] = []  # signals that came before the child's pid: relayed once it is known
+
+    def relay(received: int, _frame: object) -> None:
+        if child is None:
+            early.append(received)
+        else:
+            _relay(child, received)
+
+    previous = {number: signal.signal(number, relay) for number in RELAYED}
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
@@ -64,16 +74,20 @@ def run_forked(path: str) -> int | None:
         conn.sendall(payload[sent:])
         answer = _read_line(conn)
     except OSError:
-        conn.close()
-        return None
+        answer = None
     if answer is None or "pid" not in answer:
-        print(f"hf-ingest: warm engine not used ({(answer or {}).get('refused', 'no answer')})", file=sys.stderr,
-              flush=True)
+        if answer is not None:
+            print(f"hf-ingest: warm engine not used ({answer.get('refused', 'no answer')})", file=sys.stderr,
+                  flush=True)
         conn.close()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in early:  # as if they had come to this process alone
+            os.kill(os.getpid(), number)
         return None
     child = int(answer["pid"])
-    for number in RELAYED:
-        signal.signal(number, lambda received, _frame: _relay(child, received))
+    for number in early:
+        _relay(child, number)
     status = _read_line(conn)
     if status is not None:
         return int(status["exit"])

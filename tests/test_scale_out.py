@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -66,6 +67,11 @@ class TwoWorkers:
             cwd=self.second_home, env=env, stdout=(self.second_home / "worker.log").open("ab"),
             stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+    def worker_logs(self) -> str:
+        """Both workers' logs (each has its runs' output)."""
+        return "\n".join(p.read_text() for p in (self.state / "logs" / "worker.log", self.second_home / "worker.log")
+                         if p.exists())
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         response = httpx.post(f"{self.trigger}/process-huggingface", json=body,
@@ -344,8 +350,12 @@ def test_on_one_machine_the_waiting_parent_imports_the_shards_no_worker_took(
     assert all(s.status.value == "completed" and s.attempts == 1 for s in shards)
 
 
-def _flow_run_process(flow_run_id: str) -> psutil.Process | None:
-    """The process a worker started for the flow run (Prefect gives it the run's id in its environment)."""
+def _flow_run_process(flow_run_id: str, worker_logs: str) -> psutil.Process | None:
+    """The process that runs the flow run: the fork its worker's warm engine made for it (the worker's log names
+    it), else the process the worker started for it (Prefect gives it the run's id in its environment)."""
+    forked = re.search(rf"flow run {flow_run_id} forked from the warm engine \(pid (\d+)\)", worker_logs)
+    if forked:
+        return psutil.Process(int(forked.group(1)))
     for process in psutil.process_iter():
         try:
             if process.environ().get("PREFECT__FLOW_RUN_ID") == flow_run_id:
@@ -380,7 +390,7 @@ def test_the_parent_with_nothing_left_takes_the_rest_of_a_slow_child_runs_shard(
             for shard in shards if parents_read else []:
                 if (shard.status.value == "running" and shard.flow_run_id not in (None, body["flow_run_id"])
                         and (shard.reserved_row or shard.first_row) < shard.end_row):
-                    stalled = _flow_run_process(shard.flow_run_id)  # type: ignore[arg-type]
+                    stalled = _flow_run_process(shard.flow_run_id, two_workers.worker_logs())  # type: ignore[arg-type]
                     if stalled is not None:
                         stalled.suspend()
                         victim = shard

@@ -73,7 +73,8 @@ def test_a_successful_job_creates_scene_rows(live_stack: LiveStack) -> None:
 
 def test_flow_runs_start_as_forks_of_the_workers_warm_engine(live_stack: LiveStack) -> None:
     """`hf-ingest worker` (as `make up` starts it) made the runs' imports once: a run's process is forked from
-    its warm engine, in the environment the deployment gives it, not refused and imported again."""
+    its warm engine, in the environment the deployment gives it, not refused and imported again. (A run given
+    other variables than the worker's imports for itself: tests/test_platform_restarts.py sets OUTAGE_SECONDS.)"""
     with live_stack.client() as client:
         body = client.post("/process-huggingface", json={"dataset": "sample", "split": "train"}).json()
     job = live_stack.wait_for(body["job_id"], {"completed", "failed"})
@@ -81,7 +82,6 @@ def test_flow_runs_start_as_forks_of_the_workers_warm_engine(live_stack: LiveSta
     worker_log = (live_stack.state / "logs" / "worker.log").read_text()
     assert "warm engine ready" in worker_log
     assert f"flow run {body['flow_run_id']} forked from the warm engine" in worker_log
-    assert "warm engine not used" not in worker_log
 
 
 def test_a_failed_job_ends_failed_with_its_error_message(live_stack: LiveStack) -> None:

@@ -346,6 +346,7 @@ def _run_main(module: str) -> int:
 
 def _end_with_requester(conn: socket.socket) -> None:
     """The requester (the worker's process for this run) is gone, killed: so is this run, as it would be."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)  # the run's signals are for its own threads
     try:
         while conn.recv(1):
             pass

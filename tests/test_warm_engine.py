@@ -113,8 +113,8 @@ def test_a_signal_to_the_command_reaches_the_run_once_and_the_command_ends_as_th
     command = _command(env, PREFECT_PROBE_SLEEP="60", PREFECT_PROBE_TERM_CODE="9")
     _report(command)
     command.send_signal(signal.SIGTERM)
-    out, _ = command.communicate(timeout=30)
-    assert out.splitlines() == ["signal 15"] and command.returncode == 9
+    out, err = command.communicate(timeout=30)
+    assert out.splitlines() == ["signal 15"] and command.returncode == 9, (out, command.returncode, err)
 
 
 def test_a_killed_command_takes_its_run_with_it(warm: tuple[dict[str, str], subprocess.Popen[bytes]]) -> None:

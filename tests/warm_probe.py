@@ -14,7 +14,7 @@ from types import FrameType
 
 
 def _stopped(number: int, _frame: FrameType | None) -> None:
-    print(f"signal {number}", flush=True)
+    os.write(1, f"signal {number}\n".encode())  # not print: the signal may come while stdout is mid-write
     sys.exit(int(os.environ.get("PREFECT_PROBE_TERM_CODE", "7")))
 
 

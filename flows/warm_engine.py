@@ -98,9 +98,12 @@ def run_forked(path: str) -> int | None:
 
 
 def exit_like(code: int) -> NoReturn:
-    """Leave as the child did: with its code, or killed by the same signal."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    """Leave with `code`, or killed by signal -`code`, without Python's teardown (streams flushed first)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
     if code < 0:
         _die_by(-code)
     os._exit(code if code >= 0 else 128 - code)
@@ -140,6 +143,10 @@ def _relay(child: int, received: int) -> None:
         os.kill(child, received)
     except ProcessLookupError:
         pass
+
+
+def _send_line(conn: socket.socket, message: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(message).encode() + b"\n")
 
 
 def _read_line(conn: socket.socket) -> dict[str, Any] | None:
@@ -238,7 +245,7 @@ def _reap(children: dict[int, socket.socket]) -> None:
         conn = children.pop(pid, None)
         if conn is not None:
             try:
-                conn.sendall(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+                _send_line(conn, {"exit": os.waitstatus_to_exitcode(status)})
             except OSError:
                 pass  # its command is gone
             conn.close()
@@ -249,15 +256,15 @@ def _child(conn: socket.socket, module: str, inherited: list[Any]) -> NoReturn:
     code = 1
     try:
         signal.set_wakeup_fd(-1)
-        for number in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        for number in (signal.SIGCHLD, *RELAYED):
             signal.signal(number, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh interpreter
         for thing in inherited:  # the server's: its socket, signal pipe and the other runs' connections
             thing.close() if hasattr(thing, "close") else os.close(thing)
         request, fds = _read_request(conn)
         refused = _refusal(request)
         if refused:
-            conn.sendall(json.dumps({"refused": refused}).encode() + b"\n")
+            _send_line(conn, {"refused": refused})
             os._exit(0)
         os.setsid()
         for target, fd in enumerate(fds):
@@ -268,7 +275,7 @@ def _child(conn: socket.socket, module: str, inherited: list[Any]) -> NoReturn:
         os.environ.update(request["env"])
         sys.argv = list(request["argv"])
         _fresh_process_state()
-        conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
+        _send_line(conn, {"pid": os.getpid()})
         print(f"hf-ingest: flow run {os.environ.get('PREFECT__FLOW_RUN_ID', '-')} forked from the warm engine "
               f"(pid {os.getpid()})", file=sys.stderr, flush=True)
         threading.Thread(target=_end_with_requester, args=(conn,), name="warm-engine-requester", daemon=True).start()
@@ -356,7 +363,7 @@ def _end_with_requester(conn: socket.socket) -> None:
 
 
 def _exit_as_python_does(code: int) -> NoReturn:
-    """Join threads, run atexit handlers, flush, then exit without tearing the modules down."""
+    """Join threads, run atexit handlers, then exit as `exit_like` does."""
     import atexit
 
     try:
@@ -364,14 +371,7 @@ def _exit_as_python_does(code: int) -> NoReturn:
     except BaseException:  # noqa: BLE001
         pass
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    if code < 0:
-        _die_by(-code)
-    os._exit(code & 0xFF)
+    exit_like(code)
 
 
 def main() -> None:

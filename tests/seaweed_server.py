@@ -49,6 +49,7 @@ class SeaweedServer:
             try:
                 return self._start_once(timeout)
             except PortTaken:
+                self._remove_socket_files()  # the failed attempt's, named by ports about to be replaced
                 if attempt == attempts - 1:
                     raise
                 shutil.rmtree(self.root / "data", ignore_errors=True)
@@ -119,6 +120,9 @@ class SeaweedServer:
                 pass
             self.process.wait(timeout=15)
         shutil.rmtree(self.root, ignore_errors=True)
+        self._remove_socket_files()
+
+    def _remove_socket_files(self) -> None:
         for socket_file in self.socket_files():
             socket_file.unlink(missing_ok=True)
 

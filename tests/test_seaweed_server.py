@@ -3,6 +3,8 @@ several, and SeaweedFS writes its local gRPC sockets to /tmp whatever its folder
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.seaweed_server import SeaweedServer
@@ -31,7 +33,13 @@ def test_a_port_taken_before_the_server_binds_it_is_retried_on_fresh_ports(monke
     taken.listen()
     real = seaweed_server.free_port
     picks = iter([taken.getsockname()[1]])
-    monkeypatch.setattr(seaweed_server, "free_port", lambda: next(picks, None) or real())
+    handed_out: list[int] = []
+
+    def free_port() -> int:
+        handed_out.append(next(picks, None) or real())
+        return handed_out[-1]
+
+    monkeypatch.setattr(seaweed_server, "free_port", free_port)
     server = SeaweedServer()
     try:
         server.start()
@@ -41,3 +49,6 @@ def test_a_port_taken_before_the_server_binds_it_is_retried_on_fresh_ports(monke
     finally:
         server.stop()
         taken.close()
+    # the failed attempt's sockets too (it had bound some ports before it found one taken)
+    left = [path.name for port in handed_out for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")]
+    assert left == []

@@ -128,8 +128,10 @@ def _alive(process: psutil.Process) -> bool:
 
 
 def stop_processes(processes: Iterable[psutil.Process], grace: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL what is still there after `grace` seconds."""
+    """SIGTERM, then SIGKILL what is still there after `grace` seconds; then remove the sockets they listened
+    on in /tmp itself (SeaweedFS's local gRPC sockets: a killed server leaves them)."""
     victims = [p for p in processes if _alive(p)]
+    sockets = socket_files(victims)
     for process in victims:
         with contextlib.suppress(psutil.Error):
             process.terminate()
@@ -142,6 +144,20 @@ def stop_processes(processes: Iterable[psutil.Process], grace: float = 3.0) -> N
             with contextlib.suppress(psutil.Error):
                 process.kill()
     _reap()
+    for path in sockets:
+        path.unlink(missing_ok=True)
+
+
+def socket_files(processes: Iterable[psutil.Process]) -> list[Path]:
+    """The Unix sockets these processes listen on directly in the scratch root (not in a session's folder)."""
+    found = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            listing = getattr(process, "net_connections", None) or process.connections  # psutil < 6: connections
+            for connection in listing(kind="unix"):
+                if connection.laddr and Path(connection.laddr).parent == Path(SCRATCH_ROOT):
+                    found.append(Path(connection.laddr))
+    return found
 
 
 def stop_descendants(grace: float = 3.0) -> None:

@@ -119,6 +119,8 @@ def _stop_and_check(tmp_path: Path, stop: signal.Signals, probe: str, *tests: st
         names = " ".join(" ".join(p.cmdline()) for p in started if p.is_running())
         for server in servers:
             assert server in names, f"{server} is not running in the sub-suite"
+        sockets = session_guard.socket_files(started)  # SeaweedFS's, in /tmp whatever its folders
+        assert sockets, "SeaweedFS has no socket in /tmp any more: drop the sockets' cleanup in session_guard"
         assert any(scratch.glob("hf-ingest-pg-*/PG_VERSION")), "PostgreSQL's data is not in the scratch folder"
         stopped_at = time.monotonic()
         if stop is signal.SIGINT:
@@ -136,5 +138,6 @@ def _stop_and_check(tmp_path: Path, stop: signal.Signals, probe: str, *tests: st
     assert took < 15, f"the sub-suite took {took:.1f} s to stop"
     assert not scratch.exists(), f"the sub-suite left {sorted(p.name for p in scratch.iterdir())} in {scratch}"
     assert _temporary_entries() - before == set(), "the sub-suite left folders in /tmp"
+    assert [path for path in sockets if path.exists()] == [], "the sub-suite left its servers' sockets in /tmp"
     time.sleep(0.5)
     assert _still_running(started) == [], output[-3000:]

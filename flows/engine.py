@@ -22,18 +22,21 @@ import os
 import runpy
 
 # What every run imports later, on its way (measured: ~440 modules, 0.4 s of CPU per run): Prefect's task engine,
-# runner, pull steps and flow visualization, the jobs database's SQL and PostgreSQL driver, the modules
-# `datasets` patches for streaming (scipy's), and the image formats a batch decodes.
+# runner, pull steps and flow visualization, the jobs database's SQL, the modules `datasets` patches for streaming
+# (scipy's), and the image formats a batch decodes.
 RUN_TIME_IMPORTS = (
     "prefect.task_engine", "prefect.runner", "prefect.deployments.steps.pull", "prefect.utilities.visualization",
-    "prefect.concurrency.sync", "hf_ingest.jobstore.sql", "sqlalchemy.dialects.postgresql.psycopg", "psycopg",
-    "sqlalchemy.dialects.sqlite", "scipy.io", "scipy.sparse", "numpy.fft", "PIL.JpegImagePlugin",
-    "PIL.PngImagePlugin", "PIL.GifImagePlugin", "PIL.BmpImagePlugin", "PIL.PpmImagePlugin",
+    "prefect.concurrency.sync", "hf_ingest.jobstore.sql", "scipy.io", "scipy.sparse", "numpy.fft",
+    "PIL.JpegImagePlugin", "PIL.PngImagePlugin", "PIL.GifImagePlugin", "PIL.BmpImagePlugin", "PIL.PpmImagePlugin",
 )
+# Each jobs database's driver: a run imports only its own (PostgreSQL's costs ~0.2 s of CPU); the warm engine,
+# which serves runs of either, makes both once.
+DATABASE_DRIVERS = ("sqlalchemy.dialects.postgresql.psycopg", "psycopg", "sqlalchemy.dialects.sqlite")
 
 
-def import_quietly() -> None:
-    """What every run imports, with the collector off; frozen, then the collector back on."""
+def import_quietly(also: tuple[str, ...] = ()) -> None:
+    """What every run imports (and the modules `also`), with the collector off; frozen, then the collector back
+    on."""
     gc.disable()
     try:
         import datasets  # noqa: F401 - opening any dataset imports it (and pandas, pyarrow)
@@ -42,7 +45,7 @@ def import_quietly() -> None:
 
         import flows.import_dataset  # noqa: F401 - both entrypoints' imports (it imports the shard flow's module)
 
-        for module in RUN_TIME_IMPORTS:
+        for module in (*RUN_TIME_IMPORTS, *also):
             importlib.import_module(module)
     finally:
         gc.freeze()

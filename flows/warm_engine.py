@@ -377,9 +377,10 @@ def _exit_as_python_does(code: int) -> NoReturn:
 def main() -> None:
     """`python -m flows.warm_engine [MODULE]`: serve at $HF_INGEST_WARM_ENGINE; children run MODULE (default
     Prefect's engine; the tests give a probe)."""
-    from flows.engine import import_quietly
+    from flows.engine import DATABASE_DRIVERS, import_quietly
 
-    serve(os.environ[SOCKET_ENV], import_quietly, sys.argv[1] if len(sys.argv) > 1 else "prefect.engine")
+    serve(os.environ[SOCKET_ENV], lambda: import_quietly(DATABASE_DRIVERS),
+          sys.argv[1] if len(sys.argv) > 1 else "prefect.engine")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from hf_ingest.hub_formats import encode_image, write_parquet_dataset
 from hf_ingest.jobstore import JobStatus
 from hf_ingest.sample import sample_rows
 from tests.fault_proxy import free_port
@@ -74,9 +75,12 @@ def test_a_successful_job_creates_scene_rows(live_stack: LiveStack) -> None:
 def test_flow_runs_start_as_forks_of_the_workers_warm_engine(live_stack: LiveStack) -> None:
     """`hf-ingest worker` (as `make up` starts it) made the runs' imports once: a run's process is forked from
     its warm engine, in the environment the deployment gives it, not refused and imported again. (A run given
-    other variables than the worker's imports for itself: tests/test_platform_restarts.py sets OUTAGE_SECONDS.)"""
+    other variables than the worker's imports for itself: tests/test_platform_restarts.py sets OUTAGE_SECONDS.)
+    A dataset of its own: an import of `sample` here would leave the next full one nothing to read."""
+    name = f"warm-engine-{uuid.uuid4().hex[:6]}"
+    write_parquet_dataset(live_stack.datasets / name, [{"image": encode_image((20, 16), "PNG"), "i": 0}])
     with live_stack.client() as client:
-        body = client.post("/process-huggingface", json={"dataset": "sample", "split": "train"}).json()
+        body = client.post("/process-huggingface", json={"dataset": name}).json()
     job = live_stack.wait_for(body["job_id"], {"completed", "failed"})
     assert job["status"] == "completed", job
     worker_log = (live_stack.state / "logs" / "worker.log").read_text()
